@@ -1,0 +1,406 @@
+//! Configuration: the TOML file (`config/scopemon.toml`) as serde types with
+//! defaults, so an empty file (or none) is a working configuration.
+//! Durations are humantime strings (`5s`, `48h`), sizes byte-unit strings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+use crate::model::{Resolution, format_duration_ms, validate_namespace};
+use crate::stats::Precision;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[retention]`
+    pub retention: RetentionConfig,
+    /// `[memory]` (read and validated; used by the memory manager)
+    pub memory: MemoryConfig,
+    /// `[health]` (read and validated; used by the health aggregator)
+    pub health: HealthConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// When set, `/v1/*` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Largest accepted request body.
+    #[serde(deserialize_with = "de_size")]
+    pub max_body_size: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9797)),
+            token: None,
+            max_body_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding `scopemon.redb`.
+    pub data_dir: PathBuf,
+    /// How often hot data is written to the store.
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
+    /// Most series one namespace may hold.
+    pub series_limit_per_namespace: usize,
+    /// Histogram significant digits: 2 (≤ 1 % error) or 3 (≤ 0.1 %).
+    pub histogram_precision: u8,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            flush_interval: Duration::from_secs(5),
+            series_limit_per_namespace: 10_000,
+            histogram_precision: 2,
+        }
+    }
+}
+
+/// How long buckets of each resolution are kept (any subset in the file).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Minute buckets.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub minute: Option<Duration>,
+    /// Hour buckets.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub hour: Option<Duration>,
+    /// Day buckets.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub day: Option<Duration>,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// `[retention.default]`
+    pub default: RetentionRule,
+    /// `[retention.namespaces."<ns>"]`
+    pub namespaces: BTreeMap<String, RetentionRule>,
+}
+
+/// Where a namespace's retention comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionSource {
+    /// Built-in defaults.
+    Default,
+    /// The configuration file.
+    Config,
+    /// A runtime override stored in the file.
+    Override,
+}
+
+/// The retention that applies to one namespace, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Minute buckets kept this long.
+    pub minute_ms: i64,
+    /// Hour buckets kept this long.
+    pub hour_ms: i64,
+    /// Day buckets kept this long.
+    pub day_ms: i64,
+    /// Where it came from.
+    pub source: RetentionSource,
+}
+
+impl Retention {
+    /// Built-in default: 48h / 30d / 400d.
+    pub const BUILTIN: Retention = Retention {
+        minute_ms: 48 * 3_600_000,
+        hour_ms: 30 * 86_400_000,
+        day_ms: 400 * 86_400_000,
+        source: RetentionSource::Default,
+    };
+
+    /// How long buckets of `res` are kept.
+    pub fn of(&self, res: Resolution) -> i64 {
+        match res {
+            Resolution::Minute => self.minute_ms,
+            Resolution::Hour => self.hour_ms,
+            Resolution::Day => self.day_ms,
+        }
+    }
+
+    /// The longest of the three: older samples are refused.
+    pub fn longest_ms(&self) -> i64 {
+        self.minute_ms.max(self.hour_ms).max(self.day_ms)
+    }
+
+    /// Applies a rule's keys on top of this retention.
+    pub fn with(mut self, rule: &RetentionRule, source: RetentionSource) -> Retention {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut changed = false;
+        if let Some(d) = rule.minute {
+            self.minute_ms = ms(d);
+            changed = true;
+        }
+        if let Some(d) = rule.hour {
+            self.hour_ms = ms(d);
+            changed = true;
+        }
+        if let Some(d) = rule.day {
+            self.day_ms = ms(d);
+            changed = true;
+        }
+        if changed {
+            self.source = source;
+        }
+        self
+    }
+
+    /// As the SPEC's JSON strings.
+    pub fn describe(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            ("minute", format_duration_ms(self.minute_ms)),
+            ("hour", format_duration_ms(self.hour_ms)),
+            ("day", format_duration_ms(self.day_ms)),
+        ])
+    }
+}
+
+/// Refuses zero durations and ones shorter than the resolution they keep.
+pub fn validate_rule(rule: &RetentionRule) -> Result<()> {
+    for (res, d) in [
+        (Resolution::Minute, rule.minute),
+        (Resolution::Hour, rule.hour),
+        (Resolution::Day, rule.day),
+    ] {
+        if let Some(d) = d {
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if ms < res.width_ms() {
+                return Err(Error::Config(format!(
+                    "{} retention {} is shorter than one {} bucket; use at least {}",
+                    res.as_str(),
+                    humantime::format_duration(d),
+                    res.as_str(),
+                    format_duration_ms(res.width_ms())
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[memory]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Optional budget; the pressure base is min(budget, cgroup, system).
+    #[serde(deserialize_with = "de_opt_size")]
+    pub budget: Option<u64>,
+    /// How often memory is measured.
+    #[serde(deserialize_with = "de_duration")]
+    pub check_interval: Duration,
+    /// Medium pressure threshold (fraction of the base).
+    pub medium: f64,
+    /// High pressure threshold.
+    pub high: f64,
+    /// Critical pressure threshold.
+    pub critical: f64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            budget: None,
+            check_interval: Duration::from_secs(5),
+            medium: 0.5,
+            high: 0.7,
+            critical: 0.9,
+        }
+    }
+}
+
+/// `[health]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often checks run.
+    #[serde(deserialize_with = "de_duration")]
+    pub check_interval: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// A default configuration storing under `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let mut c = Config::default();
+        c.storage.data_dir = data_dir.into();
+        c
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        Precision::new(self.storage.histogram_precision)?;
+        if self.storage.flush_interval.is_zero() {
+            return Err(Error::Config("storage.flush_interval must be > 0".into()));
+        }
+        if self.storage.series_limit_per_namespace == 0 {
+            return Err(Error::Config("storage.series_limit_per_namespace must be > 0".into()));
+        }
+        validate_rule(&self.retention.default)?;
+        for (ns, rule) in &self.retention.namespaces {
+            validate_namespace(ns).map_err(|e| Error::Config(format!("retention.namespaces: {e}")))?;
+            validate_rule(rule).map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
+        }
+        let m = &self.memory;
+        if !(0.0 < m.medium && m.medium < m.high && m.high < m.critical && m.critical <= 1.0) {
+            return Err(Error::Config(
+                "memory thresholds must satisfy 0 < medium < high < critical <= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Histogram precision.
+    pub fn precision(&self) -> Precision {
+        Precision::new(self.storage.histogram_precision).unwrap_or(Precision::DEFAULT)
+    }
+
+    /// Retention of `ns` from defaults and this file (overrides stored in
+    /// the redb file are applied on top by the store).
+    pub fn retention_for(&self, ns: &str) -> Retention {
+        let r = Retention::BUILTIN.with(&self.retention.default, RetentionSource::Config);
+        match self.retention.namespaces.get(ns) {
+            Some(rule) => r.with(rule, RetentionSource::Config),
+            None => r,
+        }
+    }
+
+    /// Path of the redb file.
+    pub fn db_path(&self) -> PathBuf {
+        self.storage.data_dir.join(crate::store::DB_FILE)
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}")))
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("bad size {s:?}: {e}; use e.g. 512MiB or 1GiB"))
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SizeIn {
+        N(u64),
+        S(String),
+    }
+    match SizeIn::deserialize(d)? {
+        SizeIn::N(n) => Ok(n),
+        SizeIn::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    de_size(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let text = include_str!("../config/scopemon.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.server.listen.port(), 9797);
+        assert_eq!(c.storage.flush_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.storage.series_limit_per_namespace, 10_000);
+        assert_eq!(c.retention_for("x"), Retention::BUILTIN);
+        assert_eq!(c.server.max_body_size, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn namespace_retention_inherits_missing_keys() {
+        let c = Config::from_toml(
+            "[retention.default]\nhour = \"10d\"\n[retention.namespaces.\"staging\"]\nminute = \"6h\"\n",
+        )
+        .unwrap();
+        let r = c.retention_for("staging");
+        assert_eq!(r.minute_ms, 6 * 3_600_000);
+        assert_eq!(r.hour_ms, 10 * 86_400_000);
+        assert_eq!(r.day_ms, Retention::BUILTIN.day_ms);
+        assert_eq!(r.source, RetentionSource::Config);
+        assert_eq!(r.describe()["minute"], "6h");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for bad in [
+            "[storage]\nflush_interval = \"soon\"",
+            "[storage]\nhistogram_precision = 9",
+            "[retention.default]\nhour = \"30m\"",
+            "[retention.default]\nminute = \"0s\"",
+            "[server]\nlisten = \"nope\"",
+            "[bogus]\nx = 1",
+            "[memory]\nmedium = 0.9\nhigh = 0.5",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert!(parse_size("12 parsecs").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! The library's error type. Every variant carries a stable machine code
+//! ([`Error::code`], the `error` field of HTTP answers) and a human sentence
+//! that says what to do next.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in scopemon.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A namespace, metric or tag breaks its pattern.
+    #[error("{0}")]
+    InvalidName(String),
+    /// Unknown metric kind.
+    #[error("{0}")]
+    InvalidKind(String),
+    /// NaN, infinite or negative value.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// A value beyond the kind's histogram range.
+    #[error("{0}")]
+    ValueOutOfRange(String),
+    /// A sample that is not the shape of a sample (wrong types, missing fields).
+    #[error("{0}")]
+    InvalidSample(String),
+    /// The sample would create a series past the namespace's limit.
+    #[error("namespace {namespace:?} already holds {limit} series (storage.series_limit_per_namespace); reuse existing tags or raise the limit")]
+    SeriesLimitExceeded {
+        /// The namespace.
+        namespace: String,
+        /// Its limit.
+        limit: usize,
+    },
+    /// Timestamp older than the namespace's longest retention.
+    #[error("{0}")]
+    OutsideRetention(String),
+    /// Timestamp more than 5 minutes ahead of the server clock.
+    #[error("{0}")]
+    TimestampInFuture(String),
+    /// A query parameter is malformed or unknown.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A query range is empty or inverted.
+    #[error("{0}")]
+    InvalidRange(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store file is held by another process.
+    #[error("the store {path} is in use by another process (a running `scopemon serve`?); stop it first")]
+    StoreLocked {
+        /// The redb file.
+        path: PathBuf,
+    },
+    /// The store was written by a newer scopemon.
+    #[error("the store {path} has schema version {found}, newer than this scopemon understands ({supported}); upgrade scopemon, the file was not changed")]
+    SchemaTooNew {
+        /// The redb file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u64,
+        /// Newest version this build knows.
+        supported: u64,
+    },
+    /// The store needs migrations that were not allowed to run.
+    #[error("the store {path} has schema version {found} but {supported} is required; run `scopemon migrate --data-dir {dir}`", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    SchemaTooOld {
+        /// The redb file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u64,
+        /// Version this build needs.
+        supported: u64,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {table}: {detail}")]
+    Corrupt {
+        /// Which table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The monitor has been closed.
+    #[error("the monitor is closed")]
+    Closed,
+    /// An error from redb.
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+    /// An I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CompactionError,
+    redb::SetDurabilityError
+);
+
+impl Error {
+    /// Stable machine-readable code (the HTTP `error` field).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidName(_) => "invalid_name",
+            Error::InvalidKind(_) => "invalid_kind",
+            Error::InvalidValue(_) => "invalid_value",
+            Error::ValueOutOfRange(_) => "value_out_of_range",
+            Error::InvalidSample(_) => "invalid_sample",
+            Error::SeriesLimitExceeded { .. } => "series_limit_exceeded",
+            Error::OutsideRetention(_) => "outside_retention",
+            Error::TimestampInFuture(_) => "timestamp_in_future",
+            Error::InvalidParameter(_) => "invalid_parameter",
+            Error::InvalidRange(_) => "invalid_range",
+            Error::NotFound(_) => "not_found",
+            Error::StoreLocked { .. } => "store_locked",
+            Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::SchemaTooOld { .. } => "schema_too_old",
+            Error::Corrupt { .. } => "corrupt_record",
+            Error::Config(_) => "invalid_config",
+            Error::Closed => "closed",
+            Error::Storage(_) => "storage_error",
+            Error::Io(_) => "io_error",
+        }
+    }
+
+    /// True for errors caused by the caller's input (HTTP 4xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(
+            self,
+            Error::StoreLocked { .. }
+                | Error::SchemaTooNew { .. }
+                | Error::SchemaTooOld { .. }
+                | Error::Corrupt { .. }
+                | Error::Config(_)
+                | Error::Closed
+                | Error::Storage(_)
+                | Error::Io(_)
+        )
+    }
+}

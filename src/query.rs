@@ -1,0 +1,491 @@
+//! The query planner: picks the coarsest stored records that answer a range
+//! exactly, and merges them with unrolled deltas and hot buckets.
+//!
+//! Every answer is `records ⊕ deltas ⊕ hot` over the series selected (see
+//! `store` for why those three never overlap). A snapshot is taken by
+//! opening a redb read transaction and reading the hot buckets while holding
+//! the commit gate's read side; the stored part is then read without it.
+//!
+//! `window=range` is exact to the minute: a range is cut into leading
+//! minutes, hours, whole days, hours and trailing minutes. A partial hour
+//! (or partial day) is answered from its coarse record when that record's
+//! covered span (first..last minute with data) lies inside the piece, and
+//! from the finer records otherwise — so "the last 24 hours" usually costs
+//! about 25 record reads, not 1,440.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use redb::{ReadTransaction, ReadableDatabase};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::hot::{Registry, Series};
+use crate::model::{DAY_MS, HOUR_MS, Kind, MINUTE_MS, Resolution, Tags, format_ts};
+use crate::stats::{Point, Precision, Stats};
+use crate::store::Store;
+use crate::store::codec::Codec;
+use crate::store::tables::{self, DELTAS};
+
+/// Most points one query may return (as Prometheus' 11,000).
+pub const MAX_POINTS: i64 = 11_000;
+
+/// Bucketed or whole-range answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// One point per bucket of this resolution.
+    Buckets(Resolution),
+    /// One point aggregating the whole range.
+    Range,
+}
+
+impl Window {
+    /// Name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Buckets(r) => r.as_str(),
+            Window::Range => "range",
+        }
+    }
+
+    /// Default span when `from` is not given (SPEC).
+    pub fn default_span_ms(self) -> i64 {
+        match self {
+            Window::Buckets(Resolution::Minute) => HOUR_MS,
+            Window::Buckets(Resolution::Hour) => DAY_MS,
+            Window::Buckets(Resolution::Day) => 30 * DAY_MS,
+            Window::Range => DAY_MS,
+        }
+    }
+}
+
+impl std::str::FromStr for Window {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Window> {
+        if s == "range" {
+            Ok(Window::Range)
+        } else {
+            s.parse()
+                .map(Window::Buckets)
+                .map_err(|_| Error::InvalidParameter(format!("unknown window {s:?}; expected minute, hour, day or range")))
+        }
+    }
+}
+
+/// A query for one metric.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    /// Namespace.
+    pub namespace: String,
+    /// Metric.
+    pub metric: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Window.
+    pub window: Window,
+    /// Range start (Unix ms, inclusive).
+    pub from: i64,
+    /// Range end (Unix ms, exclusive).
+    pub to: i64,
+    /// Only series whose tags include these (all series merged when empty).
+    pub tags: Tags,
+}
+
+/// The answer to a [`QuerySpec`].
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResult {
+    /// Namespace.
+    pub namespace: String,
+    /// Metric.
+    pub metric: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Window name.
+    pub window: &'static str,
+    /// Points, oldest first; empty buckets left out.
+    pub points: Vec<Point>,
+}
+
+/// What a query needs from the engine.
+pub struct Source<'a> {
+    /// Series registry.
+    pub registry: &'a Registry,
+    /// Store.
+    pub store: &'a Store,
+    /// Commit gate (see `store::flush`).
+    pub gate: &'a RwLock<()>,
+}
+
+fn ceil_to(t: i64, width: i64) -> i64 {
+    let a = t.div_euclid(width) * width;
+    if a == t { t } else { a + width }
+}
+
+fn check_range(from: i64, to: i64) -> Result<()> {
+    if from >= to {
+        return Err(Error::InvalidRange(format!(
+            "from ({}) must be before to ({})",
+            format_ts(from),
+            format_ts(to)
+        )));
+    }
+    Ok(())
+}
+
+/// Snapshot: a read transaction plus the hot stats of the selected series
+/// in minute range [lo, hi), merged per (series index, target bucket).
+fn snapshot(
+    src: &Source<'_>,
+    series: &[Arc<Series>],
+    lo: i64,
+    hi: i64,
+    mut target: impl FnMut(usize, i64) -> Option<(usize, i64)>,
+    acc: &mut Accumulators,
+) -> Result<ReadTransaction> {
+    let _gate = src.gate.read();
+    let rtx = src.store.db().begin_read()?;
+    for (i, s) in series.iter().enumerate() {
+        let st = s.state.lock();
+        for b in st.buckets.iter().filter(|b| b.minute >= lo && b.minute < hi) {
+            let Some(slot) = target(i, b.minute) else { continue };
+            let a = acc.get(slot, s.key().kind);
+            if let Some(live) = &b.live {
+                a.merge(live)?;
+            }
+            if let Some(inflight) = &b.inflight {
+                a.merge(inflight)?;
+            }
+        }
+    }
+    Ok(rtx)
+}
+
+/// Accumulators keyed by (group, bucket start).
+struct Accumulators {
+    map: BTreeMap<(usize, i64), Stats>,
+    precision: Precision,
+}
+
+impl Accumulators {
+    fn new(precision: Precision) -> Self {
+        Accumulators {
+            map: BTreeMap::new(),
+            precision,
+        }
+    }
+
+    fn get(&mut self, slot: (usize, i64), kind: Kind) -> &mut Stats {
+        let p = self.precision;
+        self.map.entry(slot).or_insert_with(|| Stats::new(kind, p))
+    }
+}
+
+/// Adds every unrolled delta of series `sid` with minute in [lo, hi).
+fn add_deltas(
+    rtx: &ReadTransaction,
+    codec: &mut Codec,
+    sid: u64,
+    lo: i64,
+    hi: i64,
+    mut into: impl FnMut(i64, &Stats) -> Result<()>,
+) -> Result<()> {
+    let table = rtx.open_table(DELTAS)?;
+    for entry in table.range((sid, lo, 0)..(sid, hi, 0))? {
+        let (k, v) = entry?;
+        let rec = codec.decode(v.value())?;
+        into(k.value().1, &rec.stats)?;
+    }
+    Ok(())
+}
+
+/// Bucketed query: one point per bucket of `res` with start in [from, to).
+pub fn query(src: &Source<'_>, spec: &QuerySpec) -> Result<QueryResult> {
+    check_range(spec.from, spec.to)?;
+    let series = src.registry.select(&spec.namespace, &spec.metric, spec.kind, &spec.tags);
+    if series.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no {} series {:?} in namespace {:?}{}",
+            spec.kind,
+            spec.metric,
+            spec.namespace,
+            if spec.tags.pairs().is_empty() { "" } else { " with those tags" }
+        )));
+    }
+    let points = match spec.window {
+        Window::Range => {
+            let stats = range_stats(src, &series, spec.from, spec.to, false)?;
+            stats
+                .into_iter()
+                .next()
+                .and_then(|s| s.point(spec.kind, spec.from, spec.to - spec.from))
+                .map(|mut p| {
+                    p.end = Some(format_ts(spec.to));
+                    p
+                })
+                .into_iter()
+                .collect()
+        }
+        Window::Buckets(res) => bucket_points(src, &series, res, spec.kind, spec.from, spec.to)?,
+    };
+    Ok(QueryResult {
+        namespace: spec.namespace.clone(),
+        metric: spec.metric.clone(),
+        kind: spec.kind,
+        window: spec.window.as_str(),
+        points,
+    })
+}
+
+fn bucket_points(
+    src: &Source<'_>,
+    series: &[Arc<Series>],
+    res: Resolution,
+    kind: Kind,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Point>> {
+    let w = res.width_ms();
+    let first = ceil_to(from, w);
+    if first >= to {
+        return Ok(Vec::new());
+    }
+    let n = (to - first + w - 1) / w;
+    if n > MAX_POINTS {
+        return Err(Error::InvalidRange(format!(
+            "{n} {} buckets asked for; at most {MAX_POINTS} per query: narrow the range or use a coarser window",
+            res.as_str()
+        )));
+    }
+    // Minutes feeding buckets [first, last bucket end).
+    let hi = first + n * w;
+    let mut acc = Accumulators::new(src.registry.precision());
+    let rtx = snapshot(src, series, first, hi, |_, m| Some((0, res.align(m))), &mut acc)?;
+    let mut codec = Codec::new();
+    let table = rtx.open_table(tables::buckets(res))?;
+    for s in series {
+        let sid = s.id();
+        add_deltas(&rtx, &mut codec, sid, first, hi, |m, st| acc.get((0, res.align(m)), kind).merge(st))?;
+        for entry in table.range((sid, first)..(sid, to))? {
+            let (k, v) = entry?;
+            let rec = codec.decode(v.value())?;
+            acc.get((0, k.value().1), kind).merge(&rec.stats)?;
+        }
+    }
+    Ok(acc
+        .map
+        .iter()
+        .filter_map(|((_, start), st)| st.point(kind, *start, w))
+        .collect())
+}
+
+/// One aggregate over [from, to) (exact to the minute): merged across all
+/// `series` (`per_series = false`, one element) or one per series.
+pub fn range_stats(src: &Source<'_>, series: &[Arc<Series>], from: i64, to: i64, per_series: bool) -> Result<Vec<Stats>> {
+    check_range(from, to)?;
+    let lo = ceil_to(from, MINUTE_MS);
+    let hi = ceil_to(to, MINUTE_MS);
+    let group = |i: usize| if per_series { i } else { 0 };
+    let mut acc = Accumulators::new(src.registry.precision());
+    let groups = if per_series { series.len() } else { 1 };
+    for (i, s) in series.iter().enumerate().take(groups) {
+        acc.get((i, 0), s.key().kind);
+    }
+    let rtx = snapshot(src, series, lo, hi, |i, _| Some((group(i), 0)), &mut acc)?;
+    let mut codec = Codec::new();
+    let reader = RecordReader::new(&rtx)?;
+    for (i, s) in series.iter().enumerate() {
+        let a = acc.get((group(i), 0), s.key().kind);
+        add_deltas(&rtx, &mut codec, s.id(), lo, hi, |_, st| a.merge(st))?;
+        if lo < hi {
+            reader.cover(&mut codec, s.id(), lo, hi, a)?;
+        }
+    }
+    Ok(acc.map.into_values().collect())
+}
+
+/// Reads stored records covering minute-aligned ranges.
+struct RecordReader {
+    tables: [redb::ReadOnlyTable<(u64, i64), &'static [u8]>; 3],
+}
+
+impl RecordReader {
+    fn new(rtx: &ReadTransaction) -> Result<Self> {
+        Ok(RecordReader {
+            tables: [
+                rtx.open_table(tables::MINUTE)?,
+                rtx.open_table(tables::HOUR)?,
+                rtx.open_table(tables::DAY)?,
+            ],
+        })
+    }
+
+    fn table(&self, res: Resolution) -> &redb::ReadOnlyTable<(u64, i64), &'static [u8]> {
+        match res {
+            Resolution::Minute => &self.tables[0],
+            Resolution::Hour => &self.tables[1],
+            Resolution::Day => &self.tables[2],
+        }
+    }
+
+    /// Adds every record of `res` with start in [a, b).
+    fn scan(&self, codec: &mut Codec, res: Resolution, sid: u64, a: i64, b: i64, into: &mut Stats) -> Result<()> {
+        for entry in self.table(res).range((sid, a)..(sid, b))? {
+            let (_, v) = entry?;
+            codec.decode_into(v.value(), into)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the part of the `parent` bucket starting at `start` that lies in
+    /// [a, b): from the parent record when its span fits, else from `child`
+    /// records (recursively cut at `child`'s boundaries).
+    fn partial(
+        &self,
+        codec: &mut Codec,
+        parent: Resolution,
+        sid: u64,
+        a: i64,
+        b: i64,
+        into: &mut Stats,
+    ) -> Result<()> {
+        let start = parent.align(a);
+        let Some(v) = self.table(parent).get((sid, start))? else {
+            return Ok(()); // no data at all in this parent bucket
+        };
+        let rec = codec.decode(v.value())?;
+        if rec.first >= a && rec.last < b {
+            return into.merge(&rec.stats);
+        }
+        // [a, b) is aligned to the child resolution in both uses.
+        let child = match parent {
+            Resolution::Day => Resolution::Hour,
+            _ => Resolution::Minute,
+        };
+        self.scan(codec, child, sid, a, b, into)
+    }
+
+    /// Adds all records covering the minute-aligned range [a, b).
+    fn cover(&self, codec: &mut Codec, sid: u64, a: i64, b: i64, into: &mut Stats) -> Result<()> {
+        let mut t = a;
+        while t < b {
+            if t % DAY_MS == 0 && t + DAY_MS <= b {
+                // whole days
+                let end = b - (b - t) % DAY_MS;
+                self.scan(codec, Resolution::Day, sid, t, end, into)?;
+                t = end;
+            } else if t % HOUR_MS == 0 && t + HOUR_MS <= b {
+                // whole hours up to the next day boundary (or b)
+                let day_end = (Resolution::Day.align(t) + DAY_MS).min(b);
+                let end = day_end - (day_end - t) % HOUR_MS;
+                // A partial day (whole days took the branch above): its day
+                // record may answer it in one read.
+                if end - t >= 2 * HOUR_MS {
+                    self.partial(codec, Resolution::Day, sid, t, end, into)?;
+                } else {
+                    self.scan(codec, Resolution::Hour, sid, t, end, into)?;
+                }
+                t = end;
+            } else {
+                // minutes up to the next hour boundary (or b)
+                let end = (Resolution::Hour.align(t) + HOUR_MS).min(b);
+                self.partial(codec, Resolution::Hour, sid, t, end, into)?;
+                t = end;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One summary row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    /// Metric.
+    pub metric: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// The aggregates.
+    #[serde(flatten)]
+    pub point: Point,
+}
+
+/// A namespace summary over the last window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Namespace.
+    pub namespace: String,
+    /// Window name.
+    pub window: &'static str,
+    /// Range start.
+    pub from: String,
+    /// Range end.
+    pub to: String,
+    /// One row per series with data in the window.
+    pub metrics: Vec<SummaryRow>,
+}
+
+/// get_performance_summary: one aggregate per series over [now − window, now).
+pub fn summary(
+    src: &Source<'_>,
+    namespace: &str,
+    window: Resolution,
+    metric: Option<&str>,
+    kind: Option<Kind>,
+    now_ms: i64,
+) -> Result<Summary> {
+    let from = now_ms - window.width_ms();
+    let series: Vec<Arc<Series>> = src
+        .registry
+        .in_namespace(Some(namespace))
+        .into_iter()
+        .filter(|s| metric.is_none_or(|m| s.key().metric == m) && kind.is_none_or(|k| s.key().kind == k))
+        .filter(|s| s.last_seen() >= from - MINUTE_MS)
+        .collect();
+    let stats = if series.is_empty() {
+        Vec::new()
+    } else {
+        range_stats(src, &series, from, now_ms, true)?
+    };
+    let metrics = series
+        .iter()
+        .zip(stats)
+        .filter_map(|(s, st)| {
+            let mut point = st.point(s.key().kind, from, now_ms - from)?;
+            point.end = Some(format_ts(now_ms));
+            Some(SummaryRow {
+                metric: s.key().metric.clone(),
+                kind: s.key().kind,
+                tags: s.key().tags.to_map(),
+                point,
+            })
+        })
+        .collect();
+    Ok(Summary {
+        namespace: namespace.to_owned(),
+        window: window.as_str(),
+        from: format_ts(from),
+        to: format_ts(now_ms),
+        metrics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_aligns_up() {
+        assert_eq!(ceil_to(0, 60), 0);
+        assert_eq!(ceil_to(1, 60), 60);
+        assert_eq!(ceil_to(-1, 60), 0);
+    }
+
+    #[test]
+    fn windows_parse() {
+        assert_eq!("range".parse::<Window>().unwrap(), Window::Range);
+        assert_eq!("hour".parse::<Window>().unwrap(), Window::Buckets(Resolution::Hour));
+        assert!("week".parse::<Window>().is_err());
+    }
+}

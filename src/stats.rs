@@ -1,0 +1,267 @@
+//! One bucket's statistics: an HdrHistogram of scaled values plus the exact
+//! sum, min, max and error count; and the [`Point`] computed from it.
+//!
+//! Invariant: `hist.len()` is the sample count, and `min`/`max`/`sum` are
+//! over the unscaled values of exactly those samples (min/max are `NaN`-free
+//! and meaningful only when the count is non-zero).
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Kind, format_ts};
+
+/// Significant decimal digits of the histograms, validated to 1..=5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Precision(u8);
+
+impl Precision {
+    /// The default: 2 digits, ≤ 1 % relative error.
+    pub const DEFAULT: Precision = Precision(2);
+
+    /// Validates `digits` (1..=5).
+    pub fn new(digits: u8) -> Result<Precision> {
+        if (1..=5).contains(&digits) {
+            Ok(Precision(digits))
+        } else {
+            Err(Error::Config(format!(
+                "histogram precision {digits} must be 1..=5 significant digits"
+            )))
+        }
+    }
+
+    /// The digits.
+    pub fn digits(self) -> u8 {
+        self.0
+    }
+}
+
+/// Bucket statistics of one kind.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) sum: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) errors: u64,
+}
+
+/// Creates an empty histogram for `kind` at `precision`.
+pub fn new_histogram(kind: Kind, precision: Precision) -> Histogram<u64> {
+    // Cannot fail: low = 1, high = max_scaled >= 2 and digits in 1..=5 are
+    // exactly the constraints new_with_bounds checks.
+    Histogram::new_with_bounds(1, kind.max_scaled(), precision.digits())
+        .expect("kind bounds and validated precision are always a valid histogram")
+}
+
+impl Stats {
+    /// Empty statistics.
+    pub fn new(kind: Kind, precision: Precision) -> Stats {
+        Stats::from_parts(new_histogram(kind, precision), 0.0, f64::INFINITY, f64::NEG_INFINITY, 0)
+    }
+
+    pub(crate) fn from_parts(hist: Histogram<u64>, sum: f64, min: f64, max: f64, errors: u64) -> Stats {
+        Stats {
+            hist,
+            sum,
+            min,
+            max,
+            errors,
+        }
+    }
+
+    /// Number of samples.
+    #[inline]
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// Records one sample already validated and scaled by [`Kind::scale_value`].
+    #[inline]
+    pub fn record_scaled(&mut self, scaled: u64, value: f64, error: bool) {
+        // The value was range-checked against the kind, so this never clamps.
+        self.hist.saturating_record(scaled);
+        self.sum += value;
+        if value < self.min {
+            self.min = value;
+        }
+        if value > self.max {
+            self.max = value;
+        }
+        self.errors += u64::from(error);
+    }
+
+    /// Adds `other` into `self` (lossless histogram merge).
+    pub fn merge(&mut self, other: &Stats) -> Result<()> {
+        if other.count() == 0 {
+            return Ok(());
+        }
+        self.hist.add(&other.hist).map_err(|e| Error::Corrupt {
+            table: "buckets",
+            detail: format!("histogram does not fit its kind's range: {e:?}"),
+        })?;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.errors += other.errors;
+        Ok(())
+    }
+
+    /// Approximate heap bytes held (the histogram's counts).
+    pub fn heap_bytes(&self) -> usize {
+        self.hist.distinct_values() * std::mem::size_of::<u64>()
+    }
+
+    /// Clears every count, keeping the allocation.
+    pub fn reset(&mut self) {
+        self.hist.reset();
+        self.sum = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.errors = 0;
+    }
+
+    /// The aggregates over `width_ms` milliseconds starting at `start_ms`;
+    /// `None` when empty.
+    pub fn point(&self, kind: Kind, start_ms: i64, width_ms: i64) -> Option<Point> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let q = self.quantiles(kind);
+        Some(Point {
+            start: format_ts(start_ms),
+            end: None,
+            count,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            avg: self.sum / count as f64,
+            p50: q[0],
+            p90: q[1],
+            p95: q[2],
+            p99: q[3],
+            p999: q[4],
+            errors: self.errors,
+            error_rate: self.errors as f64 * 100.0 / count as f64,
+            rate: if width_ms > 0 {
+                count as f64 * 1000.0 / width_ms as f64
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// p50, p90, p95, p99, p99.9 by nearest rank (the smallest recorded
+    /// value whose rank is >= ceil(q * n)), reported as the middle of its
+    /// histogram bucket, clamped to the exact [min, max].
+    fn quantiles(&self, kind: Kind) -> [f64; 5] {
+        const PER_MILLE: [u128; 5] = [500, 900, 950, 990, 999];
+        let n = u128::from(self.count());
+        let ranks = PER_MILLE.map(|q| (n * q).div_ceil(1000).max(1));
+        let mut out = [self.max; 5];
+        let mut next = 0;
+        let mut cumulative: u128 = 0;
+        for v in self.hist.iter_recorded() {
+            cumulative += u128::from(v.count_at_value());
+            while next < 5 && cumulative >= ranks[next] {
+                let mid = self.hist.median_equivalent(v.value_iterated_to()) as f64 / kind.scale();
+                out[next] = mid.clamp(self.min, self.max);
+                next += 1;
+            }
+            if next == 5 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// The aggregates of one bucket (or of a whole range), as in the SPEC.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Point {
+    /// Bucket (or range) start, RFC 3339.
+    pub start: String,
+    /// Range end, for `window=range` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// Samples.
+    pub count: u64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Mean.
+    pub avg: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Samples with outcome `error`.
+    pub errors: u64,
+    /// errors / count * 100.
+    pub error_rate: f64,
+    /// Samples per second of the bucket.
+    pub rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_of(values: &[f64]) -> Stats {
+        let mut s = Stats::new(Kind::Latency, Precision::DEFAULT);
+        for (i, v) in values.iter().enumerate() {
+            s.record_scaled(Kind::Latency.scale_value(*v).unwrap(), *v, i % 4 == 0);
+        }
+        s
+    }
+
+    #[test]
+    fn nearest_rank_quantiles_match_an_exact_sort() {
+        let values: Vec<f64> = (1..=1000).map(|i| f64::from(i * 37 % 1000 + 100)).collect();
+        let s = stats_of(&values);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p = s.point(Kind::Latency, 0, 60_000).unwrap();
+        for (got, q) in [(p.p50, 0.5), (p.p90, 0.9), (p.p99, 0.99), (p.p999, 0.999)] {
+            let exact = sorted[((q * 1000.0_f64).ceil() as usize).max(1) - 1];
+            assert!((got - exact).abs() / exact <= 0.01, "q{q}: {got} vs {exact}");
+        }
+        assert_eq!(p.count, 1000);
+        assert_eq!(p.min, 100.0);
+        assert_eq!(p.max, 1099.0);
+        assert_eq!(p.errors, 250);
+        assert_eq!(p.error_rate, 25.0);
+    }
+
+    #[test]
+    fn merge_is_lossless() {
+        let mut a = stats_of(&[10.0, 20.0]);
+        let b = stats_of(&[5.0, 40.0, 50.0]);
+        a.merge(&b).unwrap();
+        assert_eq!(a.count(), 5);
+        assert_eq!(a.min, 5.0);
+        assert_eq!(a.max, 50.0);
+        assert_eq!(a.sum, 125.0);
+    }
+
+    #[test]
+    fn empty_stats_make_no_point() {
+        assert!(Stats::new(Kind::Latency, Precision::DEFAULT).point(Kind::Latency, 0, 1).is_none());
+    }
+
+    #[test]
+    fn default_hot_histogram_is_about_26_kib() {
+        let s = Stats::new(Kind::Latency, Precision::DEFAULT);
+        assert!(s.heap_bytes() <= 32 * 1024, "{}", s.heap_bytes());
+    }
+}

@@ -1,0 +1,268 @@
+//! The flush writer and the rollup.
+//!
+//! **Flush** (every `flush_interval`): for every dirty series, move each hot
+//! bucket's `live` stats to `inflight` (under the series lock, a pointer
+//! move), encode them outside the lock and append one `deltas` record per
+//! (series, minute) in a single write transaction. No bucket is read back:
+//! the cost is one V2 serialization and one insert per dirty bucket.
+//! The commit happens under the engine's *commit gate* (write side), and the
+//! `inflight` stats are dropped before the gate is released. A reader holds
+//! the gate (read side) while it opens its read transaction and looks at the
+//! hot buckets, so it sees either "delta not committed, inflight present" or
+//! "delta committed, inflight gone" — never both, never neither.
+//! If the commit fails, `inflight` stays (still visible to readers) and the
+//! series is marked dirty again, so the next flush writes it.
+//!
+//! **Rollup**: deltas of closed minutes are merged into the `minute`, `hour`
+//! and `day` records and deleted, all in one write transaction per batch
+//! (bounded, so a flush never waits long behind it). Readers merge
+//! records ⊕ deltas ⊕ hot; each sample is in exactly one of them in every
+//! snapshot, so rollups are invisible to queries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use redb::{Durability, ReadableTable};
+
+use crate::error::Result;
+use crate::hot::{Registry, Series};
+use crate::model::{MINUTE_MS, Resolution};
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::store::codec::{Codec, encode_series};
+use crate::store::tables::{self, DELTAS, FLUSH_SEQ_KEY, META, SERIES};
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FlushReport {
+    /// Flush sequence number (0 when nothing was dirty).
+    pub seq: u64,
+    /// Series written.
+    pub series: usize,
+    /// Delta records written.
+    pub buckets: usize,
+    /// Bytes of delta records written.
+    pub bytes: usize,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Flushes every dirty series. Callers serialise flushes (one at a time).
+pub fn flush(registry: &Registry, store: &Store, gate: &RwLock<()>, codec: &mut Codec, now_ms: i64) -> Result<FlushReport> {
+    let started = Instant::now();
+    registry.observe_time(now_ms);
+    let mut taken: Vec<(Arc<Series>, i64, Arc<Stats>)> = Vec::new();
+    let mut catalog: Vec<(Arc<Series>, i64)> = Vec::new();
+    for s in registry.all() {
+        let last_seen = s.last_seen();
+        if s.persisted_last_seen.load(std::sync::atomic::Ordering::Relaxed) != last_seen {
+            catalog.push((s.clone(), last_seen));
+        }
+        if !s.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            continue;
+        }
+        let mut st = s.state.lock();
+        for b in st.buckets.iter_mut() {
+            let pending = match (b.live.take(), b.inflight.take()) {
+                (Some(live), None) => Arc::new(live),
+                (Some(live), Some(prev)) => {
+                    // A previous flush failed to commit: write both now.
+                    let mut merged = Arc::unwrap_or_clone(prev);
+                    let freed = live.heap_bytes();
+                    merged.merge(&live)?;
+                    s.release_bytes(freed);
+                    Arc::new(merged)
+                }
+                (None, Some(prev)) => prev,
+                (None, None) => continue,
+            };
+            b.inflight = Some(pending.clone());
+            taken.push((s.clone(), b.minute, pending));
+        }
+    }
+    if taken.is_empty() && catalog.is_empty() {
+        return Ok(FlushReport {
+            duration: started.elapsed(),
+            ..FlushReport::default()
+        });
+    }
+
+    let result = write_deltas(store, codec, &taken, &catalog, gate);
+    let (seq, bytes) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // Keep inflight; make sure the next flush picks these up again.
+            for (s, _, _) in &taken {
+                s.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+    };
+    for (s, last_seen) in &catalog {
+        s.persisted_last_seen.store(*last_seen, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut series: Vec<u64> = taken.iter().map(|(s, _, _)| s.id()).collect();
+    series.dedup();
+    Ok(FlushReport {
+        seq,
+        series: series.len(),
+        buckets: taken.len(),
+        bytes,
+        duration: started.elapsed(),
+    })
+}
+
+fn write_deltas(
+    store: &Store,
+    codec: &mut Codec,
+    taken: &[(Arc<Series>, i64, Arc<Stats>)],
+    catalog: &[(Arc<Series>, i64)],
+    gate: &RwLock<()>,
+) -> Result<(u64, usize)> {
+    let mut txn = store.db().begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut bytes = 0;
+    let seq;
+    {
+        let mut meta = txn.open_table(META)?;
+        seq = meta.get(FLUSH_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
+        meta.insert(FLUSH_SEQ_KEY, seq)?;
+        let mut deltas = txn.open_table(DELTAS)?;
+        let mut buf = Vec::with_capacity(1024);
+        for (s, minute, stats) in taken {
+            codec.encode(stats, *minute, *minute, false, &mut buf)?;
+            bytes += buf.len();
+            deltas.insert((s.id(), *minute, seq), buf.as_slice())?;
+        }
+        let mut series = txn.open_table(SERIES)?;
+        for (s, last_seen) in catalog {
+            let rec = encode_series(s.key(), s.first_seen(), *last_seen)?;
+            series.insert(s.id(), rec.as_slice())?;
+        }
+    }
+    let _gate = gate.write();
+    txn.commit()?;
+    for (s, minute, stats) in taken {
+        let mut st = s.state.lock();
+        let Some(i) = st.buckets.iter().position(|b| b.minute == *minute) else {
+            continue;
+        };
+        let b = &mut st.buckets[i];
+        if b.inflight.as_ref().is_some_and(|x| Arc::ptr_eq(x, stats)) {
+            b.inflight = None;
+            s.release_bytes(stats.heap_bytes());
+        }
+        if b.live.is_none() && b.inflight.is_none() {
+            st.buckets.remove(i);
+        }
+    }
+    Ok((seq, bytes))
+}
+
+/// What one rollup pass did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RollupReport {
+    /// (series, minute) groups moved into records.
+    pub minutes: usize,
+    /// Delta records consumed.
+    pub deltas: usize,
+    /// Write transactions used.
+    pub transactions: usize,
+    /// Longest single write transaction.
+    pub longest_txn: Duration,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Most (series, minute) groups rolled up per write transaction.
+pub const ROLLUP_BATCH: usize = 1_000;
+
+/// Moves the deltas of every minute that closed before `now_ms` into the
+/// minute, hour and day records. `max_batches` bounds the work of one call.
+pub fn rollup(store: &Store, codec: &mut Codec, now_ms: i64, max_batches: usize) -> Result<RollupReport> {
+    let started = Instant::now();
+    let open_minute = Resolution::Minute.align(now_ms);
+    let mut report = RollupReport::default();
+    for _ in 0..max_batches {
+        let txn_started = Instant::now();
+        let txn = store.db().begin_write()?;
+        let mut groups: Vec<((u64, i64), Vec<(u64, i64, u64)>)> = Vec::new();
+        {
+            let deltas = txn.open_table(DELTAS)?;
+            let mut merged: HashMap<(u64, i64), Stats> = HashMap::new();
+            for entry in deltas.iter()? {
+                let (k, v) = entry?;
+                let key = k.value();
+                let (sid, minute, _) = key;
+                if minute >= open_minute {
+                    continue;
+                }
+                let group = (sid, minute);
+                if groups.last().map(|g| g.0) != Some(group) {
+                    if groups.len() == ROLLUP_BATCH {
+                        break;
+                    }
+                    groups.push((group, Vec::new()));
+                }
+                if let Some(g) = groups.last_mut() {
+                    g.1.push(key);
+                }
+                let rec = codec.decode(v.value())?;
+                match merged.get_mut(&group) {
+                    Some(acc) => acc.merge(&rec.stats)?,
+                    None => {
+                        merged.insert(group, rec.stats);
+                    }
+                }
+            }
+            drop(deltas);
+            if groups.is_empty() {
+                drop(txn);
+                break;
+            }
+            let mut buf = Vec::with_capacity(1024);
+            for res in Resolution::ALL {
+                let mut table = txn.open_table(tables::buckets(res))?;
+                for ((sid, minute), _) in &groups {
+                    let Some(delta) = merged.get(&(*sid, *minute)) else {
+                        continue;
+                    };
+                    let start = res.align(*minute);
+                    let existing = table.get((*sid, start))?.map(|v| codec.decode(v.value())).transpose()?;
+                    let (stats, first, last) = match existing {
+                        Some(mut rec) => {
+                            rec.stats.merge(delta)?;
+                            (rec.stats, rec.first.min(*minute), rec.last.max(*minute))
+                        }
+                        None => (delta.clone(), *minute, *minute),
+                    };
+                    codec.encode(&stats, first, last, false, &mut buf)?;
+                    table.insert((*sid, start), buf.as_slice())?;
+                }
+            }
+            let mut deltas = txn.open_table(DELTAS)?;
+            for (_, keys) in &groups {
+                for k in keys {
+                    deltas.remove(*k)?;
+                    report.deltas += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        report.transactions += 1;
+        report.minutes += groups.len();
+        report.longest_txn = report.longest_txn.max(txn_started.elapsed());
+        if groups.len() < ROLLUP_BATCH {
+            break;
+        }
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// Minute start of the bucket that is open at `now_ms`.
+pub fn open_minute(now_ms: i64) -> i64 {
+    now_ms.div_euclid(MINUTE_MS) * MINUTE_MS
+}

@@ -1,0 +1,163 @@
+//! The redb file: opening (with lock detection and schema migrations), the
+//! series catalog, the flush writer and the rollups.
+//!
+//! Where data lives at any moment (each accepted sample in exactly one):
+//! 1. hot buckets in memory (`hot`), until a flush takes them;
+//! 2. `deltas`: one record per (series, minute, flush), written by a flush;
+//! 3. `minute`/`hour`/`day` records, into which a rollup moves closed
+//!    minutes' deltas — all three resolutions and the delta deletion in one
+//!    write transaction, so a reader's snapshot never counts a delta twice.
+
+pub mod codec;
+pub mod flush;
+pub mod migrations;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use crate::error::{Error, Result};
+use crate::store::codec::SeriesRecord;
+use crate::store::tables::{FLUSH_SEQ_KEY, META, SERIES};
+
+/// File name of the store inside the data directory.
+pub const DB_FILE: &str = "scopemon.redb";
+
+/// How to open a store.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// Create the directory and file when missing.
+    pub create: bool,
+    /// Apply pending migrations (otherwise an old schema is an error).
+    pub migrate: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: true,
+            migrate: true,
+        }
+    }
+}
+
+/// An open store file.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    schema_version: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreLocked {
+            path: path.to_path_buf(),
+        },
+        other => Error::Storage(other.into()),
+    }
+}
+
+impl Store {
+    /// Opens (creating and migrating as allowed) the store in `data_dir`.
+    pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<Store> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            if !opts.create {
+                return Err(Error::NotFound(format!(
+                    "no store at {} (start `scopemon serve` or check --data-dir)",
+                    path.display()
+                )));
+            }
+            std::fs::create_dir_all(data_dir)?;
+        }
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| map_open_error(e, &path))?;
+        let found = migrations::recorded_version(&db)?;
+        if found > migrations::CURRENT {
+            return Err(Error::SchemaTooNew {
+                path,
+                found,
+                supported: migrations::CURRENT,
+            });
+        }
+        // A new, empty file is always initialised; an existing old one only
+        // when migrating is allowed.
+        if found < migrations::CURRENT && found > 0 && !opts.migrate {
+            return Err(Error::SchemaTooOld {
+                path,
+                found,
+                supported: migrations::CURRENT,
+            });
+        }
+        migrations::apply(&db, found)?;
+        Ok(Store {
+            db,
+            path,
+            schema_version: migrations::CURRENT,
+        })
+    }
+
+    /// Opens a store only to read its schema version (never migrates).
+    pub fn inspect_version(data_dir: &Path) -> Result<u64> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(Error::NotFound(format!("no store at {}", path.display())));
+        }
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| map_open_error(e, &path))?;
+        migrations::recorded_version(&db)
+    }
+
+    /// The redb database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Mutable access (compaction, integrity checks).
+    pub fn db_mut(&mut self) -> &mut Database {
+        &mut self.db
+    }
+
+    /// Path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Schema version of the open file.
+    pub fn schema_version(&self) -> u64 {
+        self.schema_version
+    }
+
+    /// Every series in the catalog.
+    pub fn load_series(&self) -> Result<Vec<(u64, SeriesRecord)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SERIES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), codec::decode_series(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Last committed flush sequence number.
+    pub fn flush_seq(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(FLUSH_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_size(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+}

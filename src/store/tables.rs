@@ -1,0 +1,31 @@
+//! Table definitions of the current schema (see `migrations/` for how each
+//! came to be). Keys order every series' buckets by time.
+
+use redb::TableDefinition;
+
+use crate::model::Resolution;
+
+/// `schema_version`, `flush_seq`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Series id -> series record.
+pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
+/// (series id, minute start, flush seq) -> bucket record not yet rolled up.
+pub const DELTAS: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("deltas");
+/// (series id, minute start) -> bucket record.
+pub const MINUTE: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("minute");
+/// (series id, hour start) -> bucket record.
+pub const HOUR: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("hour");
+/// (series id, day start) -> bucket record.
+pub const DAY: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("day");
+
+/// Key of the last committed flush sequence in `META`.
+pub const FLUSH_SEQ_KEY: &str = "flush_seq";
+
+/// The bucket table of a resolution.
+pub fn buckets(res: Resolution) -> TableDefinition<'static, (u64, i64), &'static [u8]> {
+    match res {
+        Resolution::Minute => MINUTE,
+        Resolution::Hour => HOUR,
+        Resolution::Day => DAY,
+    }
+}

@@ -1,0 +1,153 @@
+//! The library engine end to end with a manual clock: record, read before
+//! and after flush and rollup, reopen the file, and bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scopemon::Clock;
+use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
+use scopemon::{Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window};
+
+const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS; // a UTC midnight
+
+fn open(dir: &std::path::Path, clock: &ManualClock) -> Monitor {
+    Monitor::builder(Config::with_data_dir(dir))
+        .clock(Arc::new(clock.clone()))
+        .background(false)
+        .open()
+        .unwrap()
+}
+
+fn spec(window: Window, from: i64, to: i64) -> QuerySpec {
+    QuerySpec {
+        namespace: "prod".into(),
+        metric: "db.query".into(),
+        kind: Kind::Latency,
+        window,
+        from,
+        to,
+        tags: Tags::empty(),
+    }
+}
+
+fn total(m: &Monitor, from: i64, to: i64) -> (u64, u64, f64) {
+    let r = m.query(&spec(Window::Range, from, to)).unwrap();
+    r.points.first().map(|p| (p.count, p.errors, p.sum)).unwrap_or((0, 0, 0.0))
+}
+
+#[test]
+fn data_is_visible_at_every_stage_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 10 * HOUR_MS);
+    let m = open(dir.path(), &clock);
+    // 3 hours of one sample per minute, alternating tags, every 10th an error.
+    let mut n = 0u64;
+    for minute in 0..180 {
+        clock.set(T0 + 10 * HOUR_MS + minute * MINUTE_MS + 1_000);
+        let outcome = if minute % 10 == 0 { Outcome::Error } else { Outcome::Ok };
+        let tag = if minute % 2 == 0 { "a" } else { "b" };
+        m.record_operation("prod", "db.query", Duration::from_micros(100 + minute as u64), outcome, &[("shard", tag)])
+            .unwrap();
+        n += 1;
+        if minute % 7 == 0 {
+            m.flush().unwrap();
+        }
+        if minute % 30 == 0 {
+            m.rollup().unwrap();
+        }
+    }
+    let from = T0 + 10 * HOUR_MS;
+    let to = clock.now_ms() + 1;
+    let expect_sum: f64 = (0..180).map(|i| 100.0 + i as f64).sum();
+    assert_eq!(total(&m, from, to), (n, 18, expect_sum));
+
+    // bucketed views agree with the range view
+    for res in Resolution::ALL {
+        let r = m.query(&spec(Window::Buckets(res), T0, to)).unwrap();
+        let c: u64 = r.points.iter().map(|p| p.count).sum();
+        assert_eq!(c, n, "{res:?}");
+    }
+    let hours = m.query(&spec(Window::Buckets(Resolution::Hour), T0, to)).unwrap();
+    assert_eq!(hours.points.len(), 3);
+    assert_eq!(hours.points[0].count, 60);
+
+    // tags filter
+    let mut s = spec(Window::Range, from, to);
+    s.tags = Tags::new(&[("shard", "a")]).unwrap();
+    assert_eq!(m.query(&s).unwrap().points[0].count, 90);
+
+    // partial ranges are exact to the minute
+    assert_eq!(total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0, 120);
+
+    m.flush().unwrap();
+    assert_eq!(total(&m, from, to).0, n);
+    m.rollup().unwrap();
+    assert_eq!(total(&m, from, to).0, n);
+    assert_eq!(total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0, 120);
+    m.close().unwrap();
+    drop(m);
+
+    let m = open(dir.path(), &clock);
+    assert_eq!(total(&m, from, to), (n, 18, expect_sum));
+    assert_eq!(total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0, 120);
+    assert_eq!(m.series(Some("prod")).len(), 2);
+}
+
+#[test]
+fn unflushed_writes_are_read_and_close_persists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    let h = m.latency_handle("prod", "db.query", &[]).unwrap();
+    for _ in 0..1000 {
+        h.record(Duration::from_micros(250));
+    }
+    assert_eq!(total(&m, T0 - HOUR_MS, T0 + MINUTE_MS).0, 1000);
+    m.close().unwrap();
+    drop(m);
+    let m = open(dir.path(), &clock);
+    let r = m.query(&spec(Window::Buckets(Resolution::Minute), T0 - HOUR_MS, T0 + MINUTE_MS)).unwrap();
+    assert_eq!(r.points.len(), 1);
+    assert_eq!(r.points[0].count, 1000);
+    assert_eq!(r.points[0].p99, 250.0);
+}
+
+#[test]
+fn late_and_future_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 100 * DAY_MS);
+    let m = open(dir.path(), &clock);
+    let now = clock.now_ms();
+    let sample = |ts: i64| Sample {
+        namespace: "prod",
+        metric: "db.query",
+        kind: Kind::Latency,
+        value: 500.0,
+        tags: &[],
+        outcome: Outcome::Ok,
+        timestamp_ms: Some(ts),
+    };
+    m.record(&sample(now - 3 * DAY_MS)).unwrap();
+    m.record(&sample(now + 4 * MINUTE_MS)).unwrap();
+    assert_eq!(m.record(&sample(now + 6 * MINUTE_MS)).unwrap_err().code(), "timestamp_in_future");
+    assert_eq!(m.record(&sample(now - 401 * DAY_MS)).unwrap_err().code(), "outside_retention");
+    m.flush().unwrap();
+    m.rollup().unwrap();
+    assert_eq!(total(&m, now - 4 * DAY_MS, now + 5 * MINUTE_MS).0, 2);
+    let days = m.query(&spec(Window::Buckets(Resolution::Day), now - 10 * DAY_MS, now)).unwrap();
+    assert_eq!(days.points.len(), 1);
+}
+
+#[test]
+fn bad_values_and_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    assert_eq!(m.record_error_rate("prod", "e", 101.0, &[]).unwrap_err().code(), "value_out_of_range");
+    assert_eq!(m.record_throughput("prod", "t", f64::NAN, &[]).unwrap_err().code(), "invalid_value");
+    assert_eq!(m.record_resource_usage("prod", "r", -1.0, &[]).unwrap_err().code(), "invalid_value");
+    assert_eq!(m.record_throughput("pr od", "t", 1.0, &[]).unwrap_err().code(), "invalid_name");
+    assert_eq!(m.query(&spec(Window::Range, T0 - 1, T0)).unwrap_err().code(), "not_found");
+    m.record_latency("prod", "db.query", Duration::from_micros(5), &[]).unwrap();
+    assert_eq!(m.query(&spec(Window::Range, T0, T0 - 1)).unwrap_err().code(), "invalid_range");
+}
