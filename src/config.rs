@@ -282,12 +282,16 @@ impl Config {
             return Err(Error::Config("storage.flush_interval must be > 0".into()));
         }
         if self.storage.series_limit_per_namespace == 0 {
-            return Err(Error::Config("storage.series_limit_per_namespace must be > 0".into()));
+            return Err(Error::Config(
+                "storage.series_limit_per_namespace must be > 0".into(),
+            ));
         }
         validate_rule(&self.retention.default)?;
         for (ns, rule) in &self.retention.namespaces {
-            validate_namespace(ns).map_err(|e| Error::Config(format!("retention.namespaces: {e}")))?;
-            validate_rule(rule).map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
+            validate_namespace(ns)
+                .map_err(|e| Error::Config(format!("retention.namespaces: {e}")))?;
+            validate_rule(rule)
+                .map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
         }
         let m = &self.memory;
         if !(0.0 < m.medium && m.medium < m.high && m.high < m.critical && m.critical <= 1.0) {
@@ -321,10 +325,13 @@ impl Config {
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}")))
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}")))
 }
 
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
 }
 

@@ -26,7 +26,9 @@ pub enum Error {
     #[error("{0}")]
     InvalidSample(String),
     /// The sample would create a series past the namespace's limit.
-    #[error("namespace {namespace:?} already holds {limit} series (storage.series_limit_per_namespace); reuse existing tags or raise the limit")]
+    #[error(
+        "namespace {namespace:?} already holds {limit} series (storage.series_limit_per_namespace); reuse existing tags or raise the limit"
+    )]
     SeriesLimitExceeded {
         /// The namespace.
         namespace: String,
@@ -49,13 +51,17 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// The store file is held by another process.
-    #[error("the store {path} is in use by another process (a running `scopemon serve`?); stop it first")]
+    #[error(
+        "the store {path} is in use by another process (a running `scopemon serve`?); stop it first"
+    )]
     StoreLocked {
         /// The redb file.
         path: PathBuf,
     },
     /// The store was written by a newer scopemon.
-    #[error("the store {path} has schema version {found}, newer than this scopemon understands ({supported}); upgrade scopemon, the file was not changed")]
+    #[error(
+        "the store {path} has schema version {found}, newer than this scopemon understands ({supported}); upgrade scopemon, the file was not changed"
+    )]
     SchemaTooNew {
         /// The redb file.
         path: PathBuf,

@@ -113,7 +113,10 @@ impl Series {
                     inflight: None,
                 });
                 st.buckets.sort_by_key(|b| b.minute);
-                st.buckets.iter().position(|b| b.minute == minute).unwrap_or(0)
+                st.buckets
+                    .iter()
+                    .position(|b| b.minute == minute)
+                    .unwrap_or(0)
             }
         };
         self.first_seen.fetch_min(minute, Ordering::Relaxed);
@@ -153,7 +156,9 @@ impl Registry {
     /// An empty registry.
     pub fn new(series_limit: usize, precision: Precision, now_ms: i64) -> Registry {
         Registry {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
             index: RwLock::new(BTreeMap::new()),
             per_namespace: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -202,10 +207,20 @@ impl Registry {
     }
 
     /// Finds a series without creating it.
-    pub fn get(&self, ns: &str, kind: Kind, metric: &str, tags: &[(&str, &str)]) -> Option<Arc<Series>> {
+    pub fn get(
+        &self,
+        ns: &str,
+        kind: Kind,
+        metric: &str,
+        tags: &[(&str, &str)],
+    ) -> Option<Arc<Series>> {
         let h = self.hash(ns, kind, metric, tags);
         let shard = self.shard(h).read();
-        shard.get(&h)?.iter().find(|s| matches(s, ns, kind, metric, tags)).cloned()
+        shard
+            .get(&h)?
+            .iter()
+            .find(|s| matches(s, ns, kind, metric, tags))
+            .cloned()
     }
 
     /// Finds or creates a series; names are validated on creation only.
@@ -251,11 +266,24 @@ impl Registry {
     /// stored series always load, even past a lowered limit).
     pub fn insert_loaded(&self, id: u64, key: SeriesKey, first_seen: i64, last_seen: i64) {
         self.next_id.fetch_max(id + 1, Ordering::Relaxed);
-        *self.per_namespace.lock().entry(key.namespace.clone()).or_insert(0) += 1;
-        let tags: Vec<(&str, &str)> = key.tags.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        *self
+            .per_namespace
+            .lock()
+            .entry(key.namespace.clone())
+            .or_insert(0) += 1;
+        let tags: Vec<(&str, &str)> = key
+            .tags
+            .pairs()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let h = self.hash(&key.namespace, key.kind, &key.metric, &tags);
         let series = self.make(id, key, first_seen, last_seen, last_seen);
-        self.shard(h).write().entry(h).or_default().push(series.clone());
+        self.shard(h)
+            .write()
+            .entry(h)
+            .or_default()
+            .push(series.clone());
         self.add_to_index(&series);
     }
 
@@ -287,7 +315,12 @@ impl Registry {
         let index = self.index.read();
         index
             .get(&(ns.to_owned(), metric.to_owned(), kind))
-            .map(|v| v.iter().filter(|s| s.key.tags.includes(filter)).cloned().collect())
+            .map(|v| {
+                v.iter()
+                    .filter(|s| s.key.tags.includes(filter))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -304,7 +337,11 @@ impl Registry {
 
     /// Namespaces with their series counts.
     pub fn namespaces(&self) -> BTreeMap<String, usize> {
-        self.per_namespace.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.per_namespace
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Every series (in no particular order).
@@ -320,7 +357,10 @@ impl Registry {
 
     /// Number of series whose hot state holds data.
     pub fn hot_series(&self) -> usize {
-        self.all().iter().filter(|s| !s.state.lock().buckets.is_empty()).count()
+        self.all()
+            .iter()
+            .filter(|s| !s.state.lock().buckets.is_empty())
+            .count()
     }
 
     /// A handle that records into `series` at the registry's current minute.
@@ -334,7 +374,10 @@ impl Registry {
 }
 
 fn matches(s: &Series, ns: &str, kind: Kind, metric: &str, tags: &[(&str, &str)]) -> bool {
-    s.key.kind == kind && s.key.metric == metric && s.key.namespace == ns && s.key.tags.same_as(tags)
+    s.key.kind == kind
+        && s.key.metric == metric
+        && s.key.namespace == ns
+        && s.key.tags.same_as(tags)
 }
 
 /// A pre-resolved series for hot paths: recording is one uncontended lock
@@ -366,7 +409,8 @@ impl Handle {
         // Durations beyond one hour are clamped to the histogram's top; the
         // exact value still counts in sum/min/max.
         let scaled = (micros.round() as u64).min(Kind::Latency.max_scaled());
-        self.series.record(self.minute.load(Ordering::Relaxed), scaled, micros, error);
+        self.series
+            .record(self.minute.load(Ordering::Relaxed), scaled, micros, error);
     }
 
     /// Records a value in the series' unit; invalid values are refused.
@@ -377,8 +421,12 @@ impl Handle {
     /// Records a value with its outcome.
     pub fn record_value_outcome(&self, value: f64, outcome: Outcome) -> Result<()> {
         let scaled = self.kind.scale_value(value)?;
-        self.series
-            .record(self.minute.load(Ordering::Relaxed), scaled, value, outcome.is_error());
+        self.series.record(
+            self.minute.load(Ordering::Relaxed),
+            scaled,
+            value,
+            outcome.is_error(),
+        );
         Ok(())
     }
 
@@ -400,10 +448,16 @@ mod tests {
     #[test]
     fn lookup_ignores_tag_order_and_creates_once() {
         let r = Registry::new(10, Precision::DEFAULT, 0);
-        let a = r.get_or_create("ns", Kind::Latency, "m", &[("a", "1"), ("b", "2")], 0).unwrap();
-        let b = r.get_or_create("ns", Kind::Latency, "m", &[("b", "2"), ("a", "1")], 0).unwrap();
+        let a = r
+            .get_or_create("ns", Kind::Latency, "m", &[("a", "1"), ("b", "2")], 0)
+            .unwrap();
+        let b = r
+            .get_or_create("ns", Kind::Latency, "m", &[("b", "2"), ("a", "1")], 0)
+            .unwrap();
         assert_eq!(a.id(), b.id());
-        let c = r.get_or_create("ns", Kind::Latency, "m", &[("a", "1")], 0).unwrap();
+        let c = r
+            .get_or_create("ns", Kind::Latency, "m", &[("a", "1")], 0)
+            .unwrap();
         assert_ne!(a.id(), c.id());
         assert_eq!(r.select("ns", "m", Kind::Latency, &Tags::empty()).len(), 2);
     }
@@ -413,7 +467,9 @@ mod tests {
         let r = Registry::new(2, Precision::DEFAULT, 0);
         r.get_or_create("a", Kind::Latency, "m1", &[], 0).unwrap();
         r.get_or_create("a", Kind::Latency, "m2", &[], 0).unwrap();
-        let e = r.get_or_create("a", Kind::Latency, "m3", &[], 0).unwrap_err();
+        let e = r
+            .get_or_create("a", Kind::Latency, "m3", &[], 0)
+            .unwrap_err();
         assert_eq!(e.code(), "series_limit_exceeded");
         // existing series still record, other namespaces are unaffected
         r.get_or_create("a", Kind::Latency, "m1", &[], 0).unwrap();
@@ -424,7 +480,9 @@ mod tests {
     fn invalid_names_are_refused_on_creation() {
         let r = Registry::new(2, Precision::DEFAULT, 0);
         assert_eq!(
-            r.get_or_create("bad ns", Kind::Latency, "m", &[], 0).unwrap_err().code(),
+            r.get_or_create("bad ns", Kind::Latency, "m", &[], 0)
+                .unwrap_err()
+                .code(),
             "invalid_name"
         );
     }

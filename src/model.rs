@@ -98,7 +98,9 @@ impl Kind {
     /// Checks a user value and converts it to histogram units.
     pub fn scale_value(self, value: f64) -> Result<u64> {
         if !value.is_finite() {
-            return Err(Error::InvalidValue(format!("value {value} is not a finite number")));
+            return Err(Error::InvalidValue(format!(
+                "value {value} is not a finite number"
+            )));
         }
         if value < 0.0 {
             return Err(Error::InvalidValue(format!(
@@ -215,8 +217,9 @@ pub const MAX_TAGS: usize = 32;
 fn check_name(what: &str, s: &str, max: usize, extra: &[u8]) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-' || extra.contains(&b));
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-' || extra.contains(&b)
+        });
     if ok {
         Ok(())
     } else {
@@ -418,11 +421,26 @@ mod tests {
     fn values_are_checked_and_scaled() {
         assert_eq!(Kind::Latency.scale_value(1500.4).unwrap(), 1500);
         assert_eq!(Kind::ErrorRate.scale_value(2.5).unwrap(), 2500);
-        assert!(matches!(Kind::ErrorRate.scale_value(100.5), Err(Error::ValueOutOfRange(_))));
-        assert!(matches!(Kind::Latency.scale_value(f64::NAN), Err(Error::InvalidValue(_))));
-        assert!(matches!(Kind::Latency.scale_value(-1.0), Err(Error::InvalidValue(_))));
-        assert!(matches!(Kind::Latency.scale_value(f64::INFINITY), Err(Error::InvalidValue(_))));
-        assert!(matches!("bogus".parse::<Kind>(), Err(Error::InvalidKind(_))));
+        assert!(matches!(
+            Kind::ErrorRate.scale_value(100.5),
+            Err(Error::ValueOutOfRange(_))
+        ));
+        assert!(matches!(
+            Kind::Latency.scale_value(f64::NAN),
+            Err(Error::InvalidValue(_))
+        ));
+        assert!(matches!(
+            Kind::Latency.scale_value(-1.0),
+            Err(Error::InvalidValue(_))
+        ));
+        assert!(matches!(
+            Kind::Latency.scale_value(f64::INFINITY),
+            Err(Error::InvalidValue(_))
+        ));
+        assert!(matches!(
+            "bogus".parse::<Kind>(),
+            Err(Error::InvalidKind(_))
+        ));
     }
 
     #[test]

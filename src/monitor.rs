@@ -187,7 +187,9 @@ pub struct Monitor {
 
 impl std::fmt::Debug for Monitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor").field("store", &self.engine.store).finish()
+        f.debug_struct("Monitor")
+            .field("store", &self.engine.store)
+            .finish()
     }
 }
 
@@ -209,7 +211,8 @@ fn flusher_loop(e: &Engine) {
         if *stop {
             return;
         }
-        e.wake.wait_for(&mut stop, Duration::from_millis(wait_ms as u64));
+        e.wake
+            .wait_for(&mut stop, Duration::from_millis(wait_ms as u64));
         if *stop {
             return;
         }
@@ -253,7 +256,13 @@ impl Engine {
     fn flush_and_rollup(&self, now: i64) {
         match self.flush(now) {
             Ok(r) if r.buckets > 0 => {
-                tracing::debug!(seq = r.seq, series = r.series, buckets = r.buckets, ms = r.duration.as_millis() as u64, "flushed")
+                tracing::debug!(
+                    seq = r.seq,
+                    series = r.series,
+                    buckets = r.buckets,
+                    ms = r.duration.as_millis() as u64,
+                    "flushed"
+                )
             }
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "flush failed; hot data kept, will retry"),
@@ -357,7 +366,10 @@ impl Monitor {
 
     /// Records a batch, reading the clock once; returns how many were
     /// accepted and, for the others, their index and error.
-    pub fn record_batch<'a>(&self, samples: impl IntoIterator<Item = Sample<'a>>) -> (usize, Vec<(usize, Error)>) {
+    pub fn record_batch<'a>(
+        &self,
+        samples: impl IntoIterator<Item = Sample<'a>>,
+    ) -> (usize, Vec<(usize, Error)>) {
         let now = self.engine.clock.now_ms();
         let mut cache = None;
         let mut accepted = 0;
@@ -371,7 +383,15 @@ impl Monitor {
         (accepted, rejected)
     }
 
-    fn record_now(&self, ns: &str, metric: &str, kind: Kind, value: f64, outcome: Outcome, tags: &[(&str, &str)]) -> Result<()> {
+    fn record_now(
+        &self,
+        ns: &str,
+        metric: &str,
+        kind: Kind,
+        value: f64,
+        outcome: Outcome,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
         self.record(&Sample {
             namespace: ns,
             metric,
@@ -384,28 +404,59 @@ impl Monitor {
     }
 
     /// Records a latency.
-    pub fn record_latency(&self, ns: &str, metric: &str, d: Duration, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn record_latency(
+        &self,
+        ns: &str,
+        metric: &str,
+        d: Duration,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
         self.record_operation(ns, metric, d, Outcome::Ok, tags)
     }
 
     /// Records an operation's latency and outcome (errors feed error_rate).
-    pub fn record_operation(&self, ns: &str, metric: &str, d: Duration, outcome: Outcome, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn record_operation(
+        &self,
+        ns: &str,
+        metric: &str,
+        d: Duration,
+        outcome: Outcome,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
         let micros = d.as_nanos() as f64 / 1_000.0;
         self.record_now(ns, metric, Kind::Latency, micros, outcome, tags)
     }
 
     /// Records a throughput sample (operations per second).
-    pub fn record_throughput(&self, ns: &str, metric: &str, ops_per_sec: f64, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn record_throughput(
+        &self,
+        ns: &str,
+        metric: &str,
+        ops_per_sec: f64,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
         self.record_now(ns, metric, Kind::Throughput, ops_per_sec, Outcome::Ok, tags)
     }
 
     /// Records an error-rate sample (percent, 0..=100).
-    pub fn record_error_rate(&self, ns: &str, metric: &str, percent: f64, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn record_error_rate(
+        &self,
+        ns: &str,
+        metric: &str,
+        percent: f64,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
         self.record_now(ns, metric, Kind::ErrorRate, percent, Outcome::Ok, tags)
     }
 
     /// Records a resource-usage gauge sample.
-    pub fn record_resource_usage(&self, ns: &str, metric: &str, value: f64, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn record_resource_usage(
+        &self,
+        ns: &str,
+        metric: &str,
+        value: f64,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
         self.record_now(ns, metric, Kind::ResourceUsage, value, Outcome::Ok, tags)
     }
 
@@ -415,7 +466,13 @@ impl Monitor {
     }
 
     /// A pre-resolved handle of any kind.
-    pub fn handle(&self, ns: &str, kind: Kind, metric: &str, tags: &[(&str, &str)]) -> Result<Handle> {
+    pub fn handle(
+        &self,
+        ns: &str,
+        kind: Kind,
+        metric: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<Handle> {
         self.check_open()?;
         let now = self.engine.clock.now_ms();
         let r = &self.engine.registry;
@@ -439,8 +496,21 @@ impl Monitor {
     }
 
     /// One aggregate per series of `ns` over the last `window`.
-    pub fn summary(&self, ns: &str, window: Resolution, metric: Option<&str>, kind: Option<Kind>) -> Result<Summary> {
-        query::summary(&self.engine.source(), ns, window, metric, kind, self.engine.clock.now_ms())
+    pub fn summary(
+        &self,
+        ns: &str,
+        window: Resolution,
+        metric: Option<&str>,
+        kind: Option<Kind>,
+    ) -> Result<Summary> {
+        query::summary(
+            &self.engine.source(),
+            ns,
+            window,
+            metric,
+            kind,
+            self.engine.clock.now_ms(),
+        )
     }
 
     /// Every series of `ns` (all when `None`).

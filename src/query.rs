@@ -66,9 +66,11 @@ impl std::str::FromStr for Window {
         if s == "range" {
             Ok(Window::Range)
         } else {
-            s.parse()
-                .map(Window::Buckets)
-                .map_err(|_| Error::InvalidParameter(format!("unknown window {s:?}; expected minute, hour, day or range")))
+            s.parse().map(Window::Buckets).map_err(|_| {
+                Error::InvalidParameter(format!(
+                    "unknown window {s:?}; expected minute, hour, day or range"
+                ))
+            })
         }
     }
 }
@@ -147,8 +149,14 @@ fn snapshot(
     let rtx = src.store.db().begin_read()?;
     for (i, s) in series.iter().enumerate() {
         let st = s.state.lock();
-        for b in st.buckets.iter().filter(|b| b.minute >= lo && b.minute < hi) {
-            let Some(slot) = target(i, b.minute) else { continue };
+        for b in st
+            .buckets
+            .iter()
+            .filter(|b| b.minute >= lo && b.minute < hi)
+        {
+            let Some(slot) = target(i, b.minute) else {
+                continue;
+            };
             let a = acc.get(slot, s.key().kind);
             if let Some(live) = &b.live {
                 a.merge(live)?;
@@ -202,14 +210,20 @@ fn add_deltas(
 /// Bucketed query: one point per bucket of `res` with start in [from, to).
 pub fn query(src: &Source<'_>, spec: &QuerySpec) -> Result<QueryResult> {
     check_range(spec.from, spec.to)?;
-    let series = src.registry.select(&spec.namespace, &spec.metric, spec.kind, &spec.tags);
+    let series = src
+        .registry
+        .select(&spec.namespace, &spec.metric, spec.kind, &spec.tags);
     if series.is_empty() {
         return Err(Error::NotFound(format!(
             "no {} series {:?} in namespace {:?}{}",
             spec.kind,
             spec.metric,
             spec.namespace,
-            if spec.tags.pairs().is_empty() { "" } else { " with those tags" }
+            if spec.tags.pairs().is_empty() {
+                ""
+            } else {
+                " with those tags"
+            }
         )));
     }
     let points = match spec.window {
@@ -260,12 +274,21 @@ fn bucket_points(
     // Minutes feeding buckets [first, last bucket end).
     let hi = first + n * w;
     let mut acc = Accumulators::new(src.registry.precision());
-    let rtx = snapshot(src, series, first, hi, |_, m| Some((0, res.align(m))), &mut acc)?;
+    let rtx = snapshot(
+        src,
+        series,
+        first,
+        hi,
+        |_, m| Some((0, res.align(m))),
+        &mut acc,
+    )?;
     let mut codec = Codec::new();
     let table = rtx.open_table(tables::buckets(res))?;
     for s in series {
         let sid = s.id();
-        add_deltas(&rtx, &mut codec, sid, first, hi, |m, st| acc.get((0, res.align(m)), kind).merge(st))?;
+        add_deltas(&rtx, &mut codec, sid, first, hi, |m, st| {
+            acc.get((0, res.align(m)), kind).merge(st)
+        })?;
         for entry in table.range((sid, first)..(sid, to))? {
             let (k, v) = entry?;
             let rec = codec.decode(v.value())?;
@@ -281,7 +304,13 @@ fn bucket_points(
 
 /// One aggregate over [from, to) (exact to the minute): merged across all
 /// `series` (`per_series = false`, one element) or one per series.
-pub fn range_stats(src: &Source<'_>, series: &[Arc<Series>], from: i64, to: i64, per_series: bool) -> Result<Vec<Stats>> {
+pub fn range_stats(
+    src: &Source<'_>,
+    series: &[Arc<Series>],
+    from: i64,
+    to: i64,
+    per_series: bool,
+) -> Result<Vec<Stats>> {
     check_range(from, to)?;
     let lo = ceil_to(from, MINUTE_MS);
     let hi = ceil_to(to, MINUTE_MS);
@@ -329,7 +358,15 @@ impl RecordReader {
     }
 
     /// Adds every record of `res` with start in [a, b).
-    fn scan(&self, codec: &mut Codec, res: Resolution, sid: u64, a: i64, b: i64, into: &mut Stats) -> Result<()> {
+    fn scan(
+        &self,
+        codec: &mut Codec,
+        res: Resolution,
+        sid: u64,
+        a: i64,
+        b: i64,
+        into: &mut Stats,
+    ) -> Result<()> {
         for entry in self.table(res).range((sid, a)..(sid, b))? {
             let (_, v) = entry?;
             codec.decode_into(v.value(), into)?;
@@ -440,7 +477,9 @@ pub fn summary(
         .registry
         .in_namespace(Some(namespace))
         .into_iter()
-        .filter(|s| metric.is_none_or(|m| s.key().metric == m) && kind.is_none_or(|k| s.key().kind == k))
+        .filter(|s| {
+            metric.is_none_or(|m| s.key().metric == m) && kind.is_none_or(|k| s.key().kind == k)
+        })
         .filter(|s| s.last_seen() >= from - MINUTE_MS)
         .collect();
     let stats = if series.is_empty() {
@@ -485,7 +524,10 @@ mod tests {
     #[test]
     fn windows_parse() {
         assert_eq!("range".parse::<Window>().unwrap(), Window::Range);
-        assert_eq!("hour".parse::<Window>().unwrap(), Window::Buckets(Resolution::Hour));
+        assert_eq!(
+            "hour".parse::<Window>().unwrap(),
+            Window::Buckets(Resolution::Hour)
+        );
         assert!("week".parse::<Window>().is_err());
     }
 }

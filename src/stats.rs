@@ -57,10 +57,22 @@ pub fn new_histogram(kind: Kind, precision: Precision) -> Histogram<u64> {
 impl Stats {
     /// Empty statistics.
     pub fn new(kind: Kind, precision: Precision) -> Stats {
-        Stats::from_parts(new_histogram(kind, precision), 0.0, f64::INFINITY, f64::NEG_INFINITY, 0)
+        Stats::from_parts(
+            new_histogram(kind, precision),
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0,
+        )
     }
 
-    pub(crate) fn from_parts(hist: Histogram<u64>, sum: f64, min: f64, max: f64, errors: u64) -> Stats {
+    pub(crate) fn from_parts(
+        hist: Histogram<u64>,
+        sum: f64,
+        min: f64,
+        max: f64,
+        errors: u64,
+    ) -> Stats {
         Stats {
             hist,
             sum,
@@ -234,7 +246,10 @@ mod tests {
         let p = s.point(Kind::Latency, 0, 60_000).unwrap();
         for (got, q) in [(p.p50, 0.5), (p.p90, 0.9), (p.p99, 0.99), (p.p999, 0.999)] {
             let exact = sorted[((q * 1000.0_f64).ceil() as usize).max(1) - 1];
-            assert!((got - exact).abs() / exact <= 0.01, "q{q}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() / exact <= 0.01,
+                "q{q}: {got} vs {exact}"
+            );
         }
         assert_eq!(p.count, 1000);
         assert_eq!(p.min, 100.0);
@@ -256,7 +271,11 @@ mod tests {
 
     #[test]
     fn empty_stats_make_no_point() {
-        assert!(Stats::new(Kind::Latency, Precision::DEFAULT).point(Kind::Latency, 0, 1).is_none());
+        assert!(
+            Stats::new(Kind::Latency, Precision::DEFAULT)
+                .point(Kind::Latency, 0, 1)
+                .is_none()
+        );
     }
 
     #[test]

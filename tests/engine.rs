@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use scopemon::Clock;
 use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
-use scopemon::{Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window};
+use scopemon::{
+    Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window,
+};
 
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS; // a UTC midnight
 
@@ -32,7 +34,10 @@ fn spec(window: Window, from: i64, to: i64) -> QuerySpec {
 
 fn total(m: &Monitor, from: i64, to: i64) -> (u64, u64, f64) {
     let r = m.query(&spec(Window::Range, from, to)).unwrap();
-    r.points.first().map(|p| (p.count, p.errors, p.sum)).unwrap_or((0, 0, 0.0))
+    r.points
+        .first()
+        .map(|p| (p.count, p.errors, p.sum))
+        .unwrap_or((0, 0, 0.0))
 }
 
 #[test]
@@ -44,10 +49,20 @@ fn data_is_visible_at_every_stage_and_survives_reopen() {
     let mut n = 0u64;
     for minute in 0..180 {
         clock.set(T0 + 10 * HOUR_MS + minute * MINUTE_MS + 1_000);
-        let outcome = if minute % 10 == 0 { Outcome::Error } else { Outcome::Ok };
+        let outcome = if minute % 10 == 0 {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
         let tag = if minute % 2 == 0 { "a" } else { "b" };
-        m.record_operation("prod", "db.query", Duration::from_micros(100 + minute as u64), outcome, &[("shard", tag)])
-            .unwrap();
+        m.record_operation(
+            "prod",
+            "db.query",
+            Duration::from_micros(100 + minute as u64),
+            outcome,
+            &[("shard", tag)],
+        )
+        .unwrap();
         n += 1;
         if minute % 7 == 0 {
             m.flush().unwrap();
@@ -67,7 +82,9 @@ fn data_is_visible_at_every_stage_and_survives_reopen() {
         let c: u64 = r.points.iter().map(|p| p.count).sum();
         assert_eq!(c, n, "{res:?}");
     }
-    let hours = m.query(&spec(Window::Buckets(Resolution::Hour), T0, to)).unwrap();
+    let hours = m
+        .query(&spec(Window::Buckets(Resolution::Hour), T0, to))
+        .unwrap();
     assert_eq!(hours.points.len(), 3);
     assert_eq!(hours.points[0].count, 60);
 
@@ -77,19 +94,28 @@ fn data_is_visible_at_every_stage_and_survives_reopen() {
     assert_eq!(m.query(&s).unwrap().points[0].count, 90);
 
     // partial ranges are exact to the minute
-    assert_eq!(total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0, 120);
+    assert_eq!(
+        total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0,
+        120
+    );
 
     m.flush().unwrap();
     assert_eq!(total(&m, from, to).0, n);
     m.rollup().unwrap();
     assert_eq!(total(&m, from, to).0, n);
-    assert_eq!(total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0, 120);
+    assert_eq!(
+        total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0,
+        120
+    );
     m.close().unwrap();
     drop(m);
 
     let m = open(dir.path(), &clock);
     assert_eq!(total(&m, from, to), (n, 18, expect_sum));
-    assert_eq!(total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0, 120);
+    assert_eq!(
+        total(&m, from + 30 * MINUTE_MS, from + 150 * MINUTE_MS).0,
+        120
+    );
     assert_eq!(m.series(Some("prod")).len(), 2);
 }
 
@@ -106,7 +132,13 @@ fn unflushed_writes_are_read_and_close_persists_them() {
     m.close().unwrap();
     drop(m);
     let m = open(dir.path(), &clock);
-    let r = m.query(&spec(Window::Buckets(Resolution::Minute), T0 - HOUR_MS, T0 + MINUTE_MS)).unwrap();
+    let r = m
+        .query(&spec(
+            Window::Buckets(Resolution::Minute),
+            T0 - HOUR_MS,
+            T0 + MINUTE_MS,
+        ))
+        .unwrap();
     assert_eq!(r.points.len(), 1);
     assert_eq!(r.points[0].count, 1000);
     assert_eq!(r.points[0].p99, 250.0);
@@ -129,12 +161,24 @@ fn late_and_future_samples() {
     };
     m.record(&sample(now - 3 * DAY_MS)).unwrap();
     m.record(&sample(now + 4 * MINUTE_MS)).unwrap();
-    assert_eq!(m.record(&sample(now + 6 * MINUTE_MS)).unwrap_err().code(), "timestamp_in_future");
-    assert_eq!(m.record(&sample(now - 401 * DAY_MS)).unwrap_err().code(), "outside_retention");
+    assert_eq!(
+        m.record(&sample(now + 6 * MINUTE_MS)).unwrap_err().code(),
+        "timestamp_in_future"
+    );
+    assert_eq!(
+        m.record(&sample(now - 401 * DAY_MS)).unwrap_err().code(),
+        "outside_retention"
+    );
     m.flush().unwrap();
     m.rollup().unwrap();
     assert_eq!(total(&m, now - 4 * DAY_MS, now + 5 * MINUTE_MS).0, 2);
-    let days = m.query(&spec(Window::Buckets(Resolution::Day), now - 10 * DAY_MS, now)).unwrap();
+    let days = m
+        .query(&spec(
+            Window::Buckets(Resolution::Day),
+            now - 10 * DAY_MS,
+            now,
+        ))
+        .unwrap();
     assert_eq!(days.points.len(), 1);
 }
 
@@ -143,11 +187,42 @@ fn bad_values_and_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let m = open(dir.path(), &clock);
-    assert_eq!(m.record_error_rate("prod", "e", 101.0, &[]).unwrap_err().code(), "value_out_of_range");
-    assert_eq!(m.record_throughput("prod", "t", f64::NAN, &[]).unwrap_err().code(), "invalid_value");
-    assert_eq!(m.record_resource_usage("prod", "r", -1.0, &[]).unwrap_err().code(), "invalid_value");
-    assert_eq!(m.record_throughput("pr od", "t", 1.0, &[]).unwrap_err().code(), "invalid_name");
-    assert_eq!(m.query(&spec(Window::Range, T0 - 1, T0)).unwrap_err().code(), "not_found");
-    m.record_latency("prod", "db.query", Duration::from_micros(5), &[]).unwrap();
-    assert_eq!(m.query(&spec(Window::Range, T0, T0 - 1)).unwrap_err().code(), "invalid_range");
+    assert_eq!(
+        m.record_error_rate("prod", "e", 101.0, &[])
+            .unwrap_err()
+            .code(),
+        "value_out_of_range"
+    );
+    assert_eq!(
+        m.record_throughput("prod", "t", f64::NAN, &[])
+            .unwrap_err()
+            .code(),
+        "invalid_value"
+    );
+    assert_eq!(
+        m.record_resource_usage("prod", "r", -1.0, &[])
+            .unwrap_err()
+            .code(),
+        "invalid_value"
+    );
+    assert_eq!(
+        m.record_throughput("pr od", "t", 1.0, &[])
+            .unwrap_err()
+            .code(),
+        "invalid_name"
+    );
+    assert_eq!(
+        m.query(&spec(Window::Range, T0 - 1, T0))
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    m.record_latency("prod", "db.query", Duration::from_micros(5), &[])
+        .unwrap();
+    assert_eq!(
+        m.query(&spec(Window::Range, T0, T0 - 1))
+            .unwrap_err()
+            .code(),
+        "invalid_range"
+    );
 }

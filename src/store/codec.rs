@@ -70,12 +70,23 @@ impl Codec {
     }
 
     /// Encodes a bucket; `compress` picks V2+deflate (smaller, ~10× slower).
-    pub fn encode(&mut self, stats: &Stats, first: i64, last: i64, compress: bool, out: &mut Vec<u8>) -> Result<()> {
+    pub fn encode(
+        &mut self,
+        stats: &Stats,
+        first: i64,
+        last: i64,
+        compress: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         self.hist_buf.clear();
         let res = if compress {
-            self.deflate.serialize(&stats.hist, &mut self.hist_buf).map_err(|e| format!("{e:?}"))
+            self.deflate
+                .serialize(&stats.hist, &mut self.hist_buf)
+                .map_err(|e| format!("{e:?}"))
         } else {
-            self.v2.serialize(&stats.hist, &mut self.hist_buf).map_err(|e| format!("{e:?}"))
+            self.v2
+                .serialize(&stats.hist, &mut self.hist_buf)
+                .map_err(|e| format!("{e:?}"))
         };
         res.map_err(|e| corrupt(format!("cannot encode histogram: {e}")))?;
         let body = BucketBodyV1 {
@@ -155,27 +166,35 @@ pub fn encode_series(key: &SeriesKey, first_seen: i64, last_seen: i64) -> Result
         last_seen,
     };
     let mut out = vec![SERIES_V1];
-    bincode::serde::encode_into_std_write(&body, &mut out, bincode::config::standard()).map_err(|e| {
-        Error::Corrupt {
+    bincode::serde::encode_into_std_write(&body, &mut out, bincode::config::standard()).map_err(
+        |e| Error::Corrupt {
             table: "series",
             detail: format!("cannot encode series: {e}"),
-        }
-    })?;
+        },
+    )?;
     Ok(out)
 }
 
 /// Decodes a catalog entry.
 pub fn decode_series(bytes: &[u8]) -> Result<SeriesRecord> {
-    let bad = |detail: String| Error::Corrupt { table: "series", detail };
-    let (&version, body) = bytes.split_first().ok_or_else(|| bad("empty record".into()))?;
+    let bad = |detail: String| Error::Corrupt {
+        table: "series",
+        detail,
+    };
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| bad("empty record".into()))?;
     if version != SERIES_V1 {
         return Err(bad(format!("unknown series record version {version}")));
     }
-    let (b, _): (SeriesBodyV1, usize) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map_err(|e| bad(format!("bad series body: {e}")))?;
-    let kind = Kind::from_code(b.kind).ok_or_else(|| bad(format!("unknown kind code {}", b.kind)))?;
+    let (b, _): (SeriesBodyV1, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| bad(format!("bad series body: {e}")))?;
+    let kind =
+        Kind::from_code(b.kind).ok_or_else(|| bad(format!("unknown kind code {}", b.kind)))?;
     let tags = Tags::new(&b.tags).map_err(|e| bad(e.to_string()))?;
-    let key = SeriesKey::new(&b.namespace, kind, &b.metric, tags).map_err(|e| bad(e.to_string()))?;
+    let key =
+        SeriesKey::new(&b.namespace, kind, &b.metric, tags).map_err(|e| bad(e.to_string()))?;
     Ok(SeriesRecord {
         key,
         first_seen: b.first_seen,
@@ -210,7 +229,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut c = Codec::new();
-        for bad in [&b""[..], &[1u8][..], &[9u8, 1, 2][..], &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5][..]] {
+        for bad in [
+            &b""[..],
+            &[1u8][..],
+            &[9u8, 1, 2][..],
+            &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5][..],
+        ] {
             assert!(c.decode(bad).is_err());
         }
         assert!(decode_series(b"\x01\xff").is_err());
@@ -218,7 +242,13 @@ mod tests {
 
     #[test]
     fn series_round_trip() {
-        let key = SeriesKey::new("ns", Kind::Throughput, "m.x", Tags::new(&[("a", "b")]).unwrap()).unwrap();
+        let key = SeriesKey::new(
+            "ns",
+            Kind::Throughput,
+            "m.x",
+            Tags::new(&[("a", "b")]).unwrap(),
+        )
+        .unwrap();
         let r = decode_series(&encode_series(&key, 1, 2).unwrap()).unwrap();
         assert_eq!(r.key, key);
         assert_eq!((r.first_seen, r.last_seen), (1, 2));

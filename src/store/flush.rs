@@ -50,14 +50,23 @@ pub struct FlushReport {
 }
 
 /// Flushes every dirty series. Callers serialise flushes (one at a time).
-pub fn flush(registry: &Registry, store: &Store, gate: &RwLock<()>, codec: &mut Codec, now_ms: i64) -> Result<FlushReport> {
+pub fn flush(
+    registry: &Registry,
+    store: &Store,
+    gate: &RwLock<()>,
+    codec: &mut Codec,
+    now_ms: i64,
+) -> Result<FlushReport> {
     let started = Instant::now();
     registry.observe_time(now_ms);
     let mut taken: Vec<(Arc<Series>, i64, Arc<Stats>)> = Vec::new();
     let mut catalog: Vec<(Arc<Series>, i64)> = Vec::new();
     for s in registry.all() {
         let last_seen = s.last_seen();
-        if s.persisted_last_seen.load(std::sync::atomic::Ordering::Relaxed) != last_seen {
+        if s.persisted_last_seen
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != last_seen
+        {
             catalog.push((s.clone(), last_seen));
         }
         if !s.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -101,7 +110,8 @@ pub fn flush(registry: &Registry, store: &Store, gate: &RwLock<()>, codec: &mut 
         }
     };
     for (s, last_seen) in &catalog {
-        s.persisted_last_seen.store(*last_seen, std::sync::atomic::Ordering::Relaxed);
+        s.persisted_last_seen
+            .store(*last_seen, std::sync::atomic::Ordering::Relaxed);
     }
     let mut series: Vec<u64> = taken.iter().map(|(s, _, _)| s.id()).collect();
     series.dedup();
@@ -181,7 +191,12 @@ pub const ROLLUP_BATCH: usize = 1_000;
 
 /// Moves the deltas of every minute that closed before `now_ms` into the
 /// minute, hour and day records. `max_batches` bounds the work of one call.
-pub fn rollup(store: &Store, codec: &mut Codec, now_ms: i64, max_batches: usize) -> Result<RollupReport> {
+pub fn rollup(
+    store: &Store,
+    codec: &mut Codec,
+    now_ms: i64,
+    max_batches: usize,
+) -> Result<RollupReport> {
     let started = Instant::now();
     let open_minute = Resolution::Minute.align(now_ms);
     let mut report = RollupReport::default();
@@ -230,7 +245,10 @@ pub fn rollup(store: &Store, codec: &mut Codec, now_ms: i64, max_batches: usize)
                         continue;
                     };
                     let start = res.align(*minute);
-                    let existing = table.get((*sid, start))?.map(|v| codec.decode(v.value())).transpose()?;
+                    let existing = table
+                        .get((*sid, start))?
+                        .map(|v| codec.decode(v.value()))
+                        .transpose()?;
                     let (stats, first, last) = match existing {
                         Some(mut rec) => {
                             rec.stats.merge(delta)?;

@@ -45,7 +45,10 @@ pub fn recorded_version(db: &Database) -> Result<u64> {
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
         Err(e) => return Err(e.into()),
     };
-    Ok(table.get(SCHEMA_VERSION_KEY)?.map(|v| v.value()).unwrap_or(0))
+    Ok(table
+        .get(SCHEMA_VERSION_KEY)?
+        .map(|v| v.value())
+        .unwrap_or(0))
 }
 
 /// Migrations a file at `version` still needs.
@@ -59,9 +62,14 @@ pub fn apply(db: &Database, from: u64) -> Result<Vec<&'static Migration>> {
     for m in pending(from) {
         let txn = db.begin_write()?;
         (m.up)(&txn)?;
-        txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, m.version)?;
+        txn.open_table(META)?
+            .insert(SCHEMA_VERSION_KEY, m.version)?;
         txn.commit()?;
-        tracing::info!(version = m.version, name = m.name, "applied schema migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
         applied.push(m);
     }
     Ok(applied)
