@@ -106,6 +106,7 @@ struct Engine {
     closed: AtomicBool,
     flushes: AtomicU64,
     flush_errors: AtomicU64,
+    last_flush_failed: AtomicBool,
     last_flush_ms: AtomicI64,
     last_flush: Mutex<Option<FlushReport>>,
     last_rollup: Mutex<Option<RollupReport>>,
@@ -157,6 +158,7 @@ impl MonitorBuilder {
             closed: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
             flush_errors: AtomicU64::new(0),
+            last_flush_failed: AtomicBool::new(false),
             last_flush_ms: AtomicI64::new(0),
             last_flush: Mutex::new(None),
             last_rollup: Mutex::new(None),
@@ -232,12 +234,14 @@ impl Engine {
         let mut codec = self.writer.lock();
         match flush::flush(&self.registry, &self.store, &self.gate, &mut codec, now) {
             Ok(r) => {
+                self.last_flush_failed.store(false, Ordering::Relaxed);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 self.last_flush_ms.store(now, Ordering::Relaxed);
                 *self.last_flush.lock() = Some(r.clone());
                 Ok(r)
             }
             Err(err) => {
+                self.last_flush_failed.store(true, Ordering::Relaxed);
                 self.flush_errors.fetch_add(1, Ordering::Relaxed);
                 Err(err)
             }
@@ -549,6 +553,17 @@ impl Monitor {
             last_rollup: e.last_rollup.lock().clone(),
             file_bytes: e.store.file_size().unwrap_or(0),
         }
+    }
+
+    /// False while the most recent flush attempt failed (the store is not
+    /// taking writes); no I/O.
+    pub fn is_healthy(&self) -> bool {
+        !self.engine.last_flush_failed.load(Ordering::Relaxed) && !self.is_closed()
+    }
+
+    /// True once [`Monitor::close`] has begun.
+    pub fn is_closed(&self) -> bool {
+        self.engine.closed.load(Ordering::Relaxed)
     }
 
     /// The store (read access for tools and benchmarks).

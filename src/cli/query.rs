@@ -1,0 +1,126 @@
+//! `scopemon query` and `scopemon summary` against a stopped store.
+
+use std::path::PathBuf;
+
+use scopemon::model::{Tags, parse_query_time};
+use scopemon::{Config, Kind, Monitor, Point, QuerySpec, Resolution, Window};
+
+use super::{Format, require_store};
+
+#[derive(clap::Args, Debug)]
+pub struct QueryArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    metric: String,
+    #[arg(long, default_value = "latency")]
+    kind: Kind,
+    /// minute, hour, day or range.
+    #[arg(long, default_value = "minute")]
+    window: Window,
+    /// RFC 3339, Unix seconds, now or now-<duration>.
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    /// k=v; repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SummaryArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    namespace: String,
+    #[arg(long, default_value = "minute")]
+    window: Resolution,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn open(data_dir: PathBuf) -> anyhow::Result<Monitor> {
+    require_store(&data_dir)?;
+    Ok(Monitor::builder(Config::with_data_dir(data_dir))
+        .background(false)
+        .open()?)
+}
+
+const HEADER: &str =
+    "count        avg        p50        p90        p95        p99        max  errors     rate";
+
+fn row(p: &Point) -> String {
+    format!(
+        "{:>5} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7} {:>8.3}",
+        p.count, p.avg, p.p50, p.p90, p.p95, p.p99, p.max, p.errors, p.rate
+    )
+}
+
+pub fn run_query(a: QueryArgs) -> anyhow::Result<()> {
+    let monitor = open(a.data_dir)?;
+    let now = monitor.now_ms();
+    let to =
+        a.to.as_deref()
+            .map(|t| parse_query_time(t, now))
+            .transpose()?
+            .unwrap_or(now);
+    let from = match a.from.as_deref() {
+        Some(f) => parse_query_time(f, now)?,
+        None => to - a.window.default_span_ms(),
+    };
+    let mut pairs = Vec::new();
+    for t in &a.tags {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--tag {t:?} must be key=value"))?;
+        pairs.push((k, v));
+    }
+    let result = monitor.query(&QuerySpec {
+        namespace: a.namespace,
+        metric: a.metric,
+        kind: a.kind,
+        window: a.window,
+        from,
+        to,
+        tags: Tags::new(&pairs)?,
+    })?;
+    monitor.close()?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        Format::Table => {
+            println!("{:<21} {HEADER}", "start");
+            for p in &result.points {
+                println!("{:<21} {}", p.start, row(p));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_summary(a: SummaryArgs) -> anyhow::Result<()> {
+    let monitor = open(a.data_dir)?;
+    let s = monitor.summary(&a.namespace, a.window, None, None)?;
+    monitor.close()?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Format::Table => {
+            println!("{} {} .. {}", s.namespace, s.from, s.to);
+            println!("{:<40} {:<14} {HEADER}", "metric{tags}", "kind");
+            for m in &s.metrics {
+                let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let name = if tags.is_empty() {
+                    m.metric.clone()
+                } else {
+                    format!("{}{{{}}}", m.metric, tags.join(","))
+                };
+                println!("{name:<40} {:<14} {}", m.kind.as_str(), row(&m.point));
+            }
+        }
+    }
+    Ok(())
+}

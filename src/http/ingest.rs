@@ -1,0 +1,261 @@
+//! `POST /v1/ingest`: a JSON batch of samples. Whole-body problems (bad
+//! JSON, too large) reject the body; a bad sample is reported by index and
+//! the rest of the batch is stored.
+//!
+//! Each sample is kept as a raw JSON slice first and decoded on its own, so
+//! one sample of the wrong shape does not spoil the batch; strings are
+//! borrowed from the body wherever they contain no escapes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use super::{ApiError, AppState};
+use crate::error::Error;
+use crate::model::{Kind, Outcome};
+use crate::monitor::Sample;
+
+pub(super) fn routes(max_body: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v1/ingest", post(ingest))
+        .layer(DefaultBodyLimit::max(max_body))
+}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    samples: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleIn<'a> {
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    metric: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    value: f64,
+    #[serde(borrow, default)]
+    tags: TagsIn<'a>,
+    #[serde(borrow, default)]
+    outcome: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<TimestampIn<'a>>,
+}
+
+/// Tags as a JSON object, kept in order and borrowed.
+#[derive(Default)]
+struct TagsIn<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for TagsIn<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = TagsIn<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of string tags")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<TagsIn<'a>, M::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = m.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
+                    v.push((k, val));
+                }
+                Ok(TagsIn(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TagsIn<'a>, E> {
+                Ok(TagsIn(Vec::new()))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Integer Unix milliseconds or an RFC 3339 string.
+enum TimestampIn<'a> {
+    Millis(i64),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TimestampIn<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = TimestampIn<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("integer Unix milliseconds or an RFC 3339 string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Millis(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(TimestampIn::Millis)
+                    .map_err(|_| E::custom("timestamp out of range"))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Serialize)]
+struct Rejected {
+    index: usize,
+    error: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct IngestResponse {
+    accepted: usize,
+    rejected: Vec<Rejected>,
+}
+
+/// A sample decoded from JSON, owning nothing but its tag list.
+struct Parsed<'a> {
+    s: SampleIn<'a>,
+    kind: Kind,
+    outcome: Outcome,
+    timestamp_ms: Option<i64>,
+}
+
+fn parse_sample(raw: &RawValue) -> Result<Parsed<'_>, Error> {
+    let s: SampleIn<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("number out of range") {
+            Error::InvalidValue(format!("value is not a finite number: {msg}"))
+        } else {
+            Error::InvalidSample(msg)
+        }
+    })?;
+    let kind = match &s.kind {
+        None => Kind::Latency,
+        Some(k) => k.parse()?,
+    };
+    let outcome = match s.outcome.as_deref() {
+        None | Some("ok") => Outcome::Ok,
+        Some("error") => Outcome::Error,
+        Some(other) => {
+            return Err(Error::InvalidSample(format!(
+                "outcome {other:?} must be \"ok\" or \"error\""
+            )));
+        }
+    };
+    let timestamp_ms = match &s.timestamp {
+        None => None,
+        Some(TimestampIn::Millis(ms)) => Some(*ms),
+        Some(TimestampIn::Text(t)) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| {
+                    Error::InvalidSample(format!(
+                        "timestamp {t:?} is not RFC 3339 or Unix milliseconds"
+                    ))
+                })?
+                .timestamp_millis(),
+        ),
+    };
+    Ok(Parsed {
+        s,
+        kind,
+        outcome,
+        timestamp_ms,
+    })
+}
+
+async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the body exceeds server.max_body_size ({} bytes); send smaller batches",
+                    st.monitor.config().server.max_body_size
+                ),
+            )
+            .into_response();
+        }
+        Err(rej) => {
+            return ApiError::new(rej.status(), "invalid_body", rej.body_text()).into_response();
+        }
+    };
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("body is not UTF-8: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let batch: Body<'_> = match serde_json::from_str(text) {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("expected {{\"samples\": [...]}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let mut rejected = Vec::new();
+    let mut parsed = Vec::with_capacity(batch.samples.len());
+    for (i, raw) in batch.samples.iter().enumerate() {
+        match parse_sample(raw) {
+            Ok(p) => parsed.push((i, p)),
+            Err(e) => rejected.push(Rejected {
+                index: i,
+                error: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    let tag_lists: Vec<Vec<(&str, &str)>> = parsed
+        .iter()
+        .map(|(_, p)| {
+            p.s.tags
+                .0
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                .collect()
+        })
+        .collect();
+    let samples = parsed.iter().zip(&tag_lists).map(|((_, p), tags)| Sample {
+        namespace: &p.s.namespace,
+        metric: &p.s.metric,
+        kind: p.kind,
+        value: p.s.value,
+        tags,
+        outcome: p.outcome,
+        timestamp_ms: p.timestamp_ms,
+    });
+    let (accepted, errors) = st.monitor.record_batch(samples);
+    rejected.extend(errors.into_iter().map(|(j, e)| Rejected {
+        index: parsed[j].0,
+        error: e.code(),
+        message: e.to_string(),
+    }));
+    rejected.sort_by_key(|r| r.index);
+    axum::Json(IngestResponse { accepted, rejected }).into_response()
+}

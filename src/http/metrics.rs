@@ -1,0 +1,96 @@
+//! `GET /metrics`: Prometheus text exposition of scopemon's own figures
+//! (series, hot memory, flushes, rollups, file size). Names follow the
+//! Prometheus conventions (`_total` counters, base units) so that
+//! `promtool check metrics` is clean.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let s = st.monitor.stats();
+    let mut out = String::with_capacity(2048);
+    metric(
+        &mut out,
+        "scopemon_series",
+        "gauge",
+        "Series known to the store.",
+        s.series as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_hot_series",
+        "gauge",
+        "Series holding unflushed data.",
+        s.hot_series as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_hot_bytes",
+        "gauge",
+        "Bytes of hot histograms.",
+        s.hot_bytes as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_flushes_total",
+        "counter",
+        "Flushes completed.",
+        s.flushes as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_flush_errors_total",
+        "counter",
+        "Flushes that failed.",
+        s.flush_errors as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_last_flush_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful flush.",
+        s.last_flush_ms as f64 / 1000.0,
+    );
+    if let Some(f) = &s.last_flush {
+        metric(
+            &mut out,
+            "scopemon_last_flush_duration_seconds",
+            "gauge",
+            "Duration of the last flush.",
+            f.duration.as_secs_f64(),
+        );
+        metric(
+            &mut out,
+            "scopemon_last_flush_buckets",
+            "gauge",
+            "Delta records the last flush wrote.",
+            f.buckets as f64,
+        );
+    }
+    metric(
+        &mut out,
+        "scopemon_store_file_bytes",
+        "gauge",
+        "Size of the redb file.",
+        s.file_bytes as f64,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}

@@ -1,0 +1,97 @@
+//! `scopemon serve`: opens the engine, serves the HTTP API, and on SIGINT or
+//! SIGTERM stops accepting requests, lets in-flight ones finish, then
+//! flushes every hot bucket before exiting (a clean shutdown loses nothing).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::monitor::Monitor;
+
+/// Name of the file recording the serving process' id in the data dir.
+pub const PID_FILE: &str = "scopemon.pid";
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Removes the pid file when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(config: &Config) -> Result<PidFile> {
+        let path = config.storage.data_dir.join(PID_FILE);
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves; `on_listen` is told the bound
+/// address (the port may have been 0).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let listen = config.server.listen;
+    let monitor = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Monitor::open(config))
+            .await
+            .map_err(|e| Error::Config(format!("start-up aborted: {e}")))??
+    };
+    let monitor = Arc::new(monitor);
+    let _pid = PidFile::create(&config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "scopemon listening");
+    on_listen(addr);
+    let app =
+        crate::http::router(monitor.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let closing = monitor.clone();
+    let closed = tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(|e| Error::Config(format!("shutdown aborted: {e}")))?;
+    served?;
+    closed?;
+    tracing::info!("all data flushed; bye");
+    Ok(())
+}
