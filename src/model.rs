@@ -367,12 +367,15 @@ pub fn parse_query_time(s: &str, now_ms: i64) -> Result<i64> {
     if s == "now" {
         return Ok(now_ms);
     }
-    if let Some(rest) = s.strip_prefix("now-") {
-        let d = humantime::parse_duration(rest)
-            .map_err(|e| Error::InvalidParameter(format!("bad duration in {s:?}: {e}")))?;
-        let ms = i64::try_from(d.as_millis())
-            .map_err(|_| Error::InvalidParameter(format!("duration in {s:?} is too long")))?;
-        return Ok(now_ms.saturating_sub(ms));
+    // `now-<d>` (SPEC) and `now+<d>` (for samples up to 5 min ahead).
+    for (prefix, sign) in [("now-", -1i64), ("now+", 1)] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            let d = humantime::parse_duration(rest)
+                .map_err(|e| Error::InvalidParameter(format!("bad duration in {s:?}: {e}")))?;
+            let ms = i64::try_from(d.as_millis())
+                .map_err(|_| Error::InvalidParameter(format!("duration in {s:?} is too long")))?;
+            return Ok(now_ms.saturating_add(sign * ms));
+        }
     }
     if let Ok(secs) = s.parse::<i64>() {
         return secs
@@ -457,6 +460,7 @@ mod tests {
         let now = 1_800_000_000_000;
         assert_eq!(parse_query_time("now", now).unwrap(), now);
         assert_eq!(parse_query_time("now-24h", now).unwrap(), now - DAY_MS);
+        assert_eq!(parse_query_time("now+5m", now).unwrap(), now + 5 * MINUTE_MS);
         assert_eq!(parse_query_time("1800000000", now).unwrap(), now);
         assert_eq!(
             parse_query_time("2026-11-27T12:00:00Z", now).unwrap(),

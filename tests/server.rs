@@ -1,0 +1,294 @@
+//! The real binary end to end: start `scopemon serve` on a free port with a
+//! temp data dir, ingest and query over HTTP, stop it with SIGTERM and with
+//! `kill -9`, restart, and get the same answers (less at most the unflushed
+//! interval after the kill). Also: offline commands refuse a held store.
+//!
+//! Waiting is on conditions (the ready line, `/metrics` showing the flush
+//! done), never on fixed sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scopemon");
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir.join("scopemon.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn scopemon");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("ready line");
+        let base = line
+            .trim()
+            .strip_prefix("scopemon listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut r = Self::agent().get(&format!("{}{path}", self.base)).call().expect("GET");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
+    fn get_text(&self, path: &str) -> String {
+        let mut r = Self::agent().get(&format!("{}{path}", self.base)).call().expect("GET");
+        r.body_mut().read_to_string().expect("body")
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        let mut r = Self::agent()
+            .post(&format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
+    fn ingest(&self, samples: &[Value]) -> Value {
+        let (status, body) = self.post("/v1/ingest", json!({ "samples": samples }).to_string().as_bytes());
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until a flush has taken every hot bucket.
+    fn wait_flushed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.get_text("/metrics").lines().any(|l| l == "scopemon_hot_series 0") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no flush within 20 s");
+    }
+
+    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn samples(n: usize, start_ms: i64, offset: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let host = ["a", "b", "c"][j % 3];
+            json!({
+                "namespace": "production",
+                "metric": "foundation.config.get",
+                "kind": "latency",
+                "value": 100 + (j * 7919) % 5000,
+                "tags": {"host": host},
+                "outcome": if j % 10 == 0 { "error" } else { "ok" },
+                "timestamp": start_ms + (j as i64) * 1_000,
+            })
+        })
+        .collect()
+}
+
+fn range_count(s: &Server) -> u64 {
+    let (status, body) = s.get("/v1/query?namespace=production&metric=foundation.config.get&window=range&from=now-2h&to=now%2B10m");
+    assert_eq!(status, 200, "{body}");
+    body["points"][0]["count"].as_u64().unwrap_or(0)
+}
+
+fn answers(s: &Server) -> Vec<Value> {
+    [
+        "/v1/query?namespace=production&metric=foundation.config.get&window=range&from=now-2h&to=now%2B10m",
+        "/v1/query?namespace=production&metric=foundation.config.get&window=minute&from=now-2h&to=now%2B10m",
+        "/v1/query?namespace=production&metric=foundation.config.get&window=hour&from=now-1d&to=now%2B10m&tag.host=b",
+    ]
+    .iter()
+    .map(|q| {
+        let (status, mut body) = s.get(q);
+        assert_eq!(status, 200, "{q}: {body}");
+        // `start`/`end` of a range point follow the wall clock.
+        let is_range = body["window"] == "range";
+        if let Some(p) = body["points"].get_mut(0).filter(|_| is_range) {
+            p["start"] = Value::Null;
+            p["end"] = Value::Null;
+        }
+        body
+    })
+    .collect()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("scopemon.toml"),
+        "[storage]\nflush_interval = \"200ms\"\n[server]\nmax_body_size = \"64KiB\"\n",
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    (dir, data)
+}
+
+#[test]
+fn ingest_query_restart_and_crash() {
+    let (dir, data) = setup();
+    let t0 = now_ms() - 40 * 60_000;
+    let mut s = Server::start(dir.path());
+    assert_eq!(s.get_text("/health/quick"), "OK");
+    assert_eq!(s.get_text("/readyz"), "OK");
+
+    let a = s.ingest(&samples(300, t0, 0));
+    assert_eq!(a["accepted"], 300, "{a}");
+    assert_eq!(range_count(&s), 300, "unflushed data is visible at once");
+    let (_, summary) = s.get("/v1/summary?namespace=production&window=hour");
+    assert_eq!(summary["metrics"].as_array().map(Vec::len), Some(3), "{summary}");
+    let (_, series) = s.get("/v1/series?namespace=production");
+    assert_eq!(series["series"].as_array().map(Vec::len), Some(3));
+    let before = answers(&s);
+    assert_eq!(before[0]["points"][0]["errors"], 30);
+
+    // An offline command while the server holds the file: exit 2, one line.
+    let out = Command::new(BIN)
+        .args(["query", "--namespace", "production", "--metric", "foundation.config.get", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run query");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("locked"), "{err}");
+
+    // Clean stop: everything is flushed.
+    assert!(s.signal(libc::SIGTERM).success());
+    let s = Server::start(dir.path());
+    assert_eq!(answers(&s), before, "same answers after a clean restart");
+
+    // Crash: what was flushed survives; at most the unflushed tail is lost.
+    s.ingest(&samples(90, t0 + 300_000, 300));
+    s.wait_flushed();
+    s.ingest(&samples(60, t0 + 390_000, 390));
+    let mut s = s;
+    let status = s.signal(libc::SIGKILL);
+    assert!(!status.success());
+    let mut s = Server::start(dir.path());
+    let n = range_count(&s);
+    assert!((390..=450).contains(&n), "after kill -9: {n}");
+    assert!(s.signal(libc::SIGTERM).success());
+
+    // The file is intact after the crash.
+    let out = Command::new(BIN).arg("check").arg("--data-dir").arg(&data).output().expect("check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_input_gets_codes_and_the_rest_is_stored() {
+    let (dir, _data) = setup();
+    let s = Server::start(dir.path());
+    let now = now_ms();
+    let body = json!({"samples": [
+        {"namespace": "p", "metric": "m", "value": 10},
+        {"namespace": "p", "metric": "m", "kind": "bogus", "value": 1},
+        {"namespace": "p", "metric": "m", "value": "ten"},
+        {"namespace": "p", "metric": "m", "value": -1},
+        {"namespace": "p", "metric": "m", "kind": "error_rate", "value": 101},
+        {"namespace": "bad ns", "metric": "m", "value": 1},
+        {"namespace": "p", "metric": "bad:metric", "value": 1},
+        {"namespace": "p", "metric": "m", "value": 1, "timestamp": now + 600_000},
+        {"namespace": "p", "metric": "m", "value": 1, "timestamp": now - 500 * 86_400_000i64},
+        {"namespace": "p", "metric": "m", "value": 1, "timestamp": "yesterday"},
+        {"namespace": "p", "metric": "m", "value": 1, "outcome": "maybe"},
+        {"namespace": "p", "metric": "m", "value": 4e9},
+        {"namespace": "p", "metric": "m", "value": 20, "outcome": "error"}
+    ]});
+    let (status, r) = s.post("/v1/ingest", body.to_string().as_bytes());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["accepted"], 2, "{r}");
+    let codes: Vec<&str> = r["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|x| x["error"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "invalid_kind",
+            "invalid_sample",
+            "invalid_value",
+            "value_out_of_range",
+            "invalid_name",
+            "invalid_name",
+            "timestamp_in_future",
+            "outside_retention",
+            "invalid_sample",
+            "invalid_sample",
+            "value_out_of_range"
+        ]
+    );
+    // infinite values cannot be written in JSON; 1e400 is refused as a value
+    let (status, r) = s.post("/v1/ingest", br#"{"samples":[{"namespace":"p","metric":"m","value":1e400}]}"#);
+    assert_eq!((status, r["rejected"][0]["error"].as_str()), (200, Some("invalid_value")));
+
+    for (body, code, status) in [
+        (&b"{\"samples\": ["[..], "invalid_json", 400),
+        (&b"[1,2]"[..], "invalid_json", 400),
+        (&vec![b' '; 100 * 1024][..], "payload_too_large", 413),
+    ] {
+        let (st, r) = s.post("/v1/ingest", body);
+        assert_eq!((st, r["error"].as_str()), (status, Some(code)), "{r}");
+    }
+    for (q, status, code) in [
+        ("/v1/query?namespace=p&metric=m&bogus=1", 400, "invalid_parameter"),
+        ("/v1/query?namespace=p&metric=m&from=now&to=now-1h", 400, "invalid_range"),
+        ("/v1/query?namespace=p&metric=nope", 404, "not_found"),
+        ("/v1/query?namespace=p&metric=m&window=week", 400, "invalid_parameter"),
+        ("/v1/query?namespace=p&metric=m&from=tomorrow", 400, "invalid_parameter"),
+        ("/v1/query?metric=m", 400, "invalid_parameter"),
+        ("/v1/query?namespace=p&metric=m&kind=bogus", 400, "invalid_kind"),
+        ("/v1/nope", 404, "not_found"),
+    ] {
+        let (st, r) = s.get(q);
+        assert_eq!((st, r["error"].as_str()), (status, Some(code)), "{q}: {r}");
+    }
+    let (st, r) = s.get("/v1/query?namespace=p&metric=m&window=range&from=now-1h");
+    assert_eq!(st, 200);
+    assert_eq!(r["points"][0]["count"], 2);
+    assert_eq!(r["points"][0]["error_rate"], 50.0);
+    // A series with no data in range: an empty list, not an error.
+    let (st, r) = s.get("/v1/query?namespace=p&metric=m&from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z");
+    assert_eq!((st, r["points"].as_array().map(Vec::len)), (200, Some(0)));
+}
