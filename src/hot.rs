@@ -135,12 +135,15 @@ impl Series {
     }
 }
 
+/// (namespace, metric, kind) -> series of that metric.
+type MetricIndex = BTreeMap<(String, String, Kind), Vec<Arc<Series>>>;
+
 type Shard = RwLock<HashMap<u64, Vec<Arc<Series>>, foldhash::fast::FixedState>>;
 
 /// Every known series, sharded, with a (namespace, metric, kind) index.
 pub struct Registry {
     shards: Box<[Shard]>,
-    index: RwLock<BTreeMap<(String, String, Kind), Vec<Arc<Series>>>>,
+    index: RwLock<MetricIndex>,
     per_namespace: Mutex<HashMap<String, usize>>,
     next_id: AtomicU64,
     hasher: foldhash::fast::FixedState,
@@ -162,7 +165,7 @@ impl Registry {
             index: RwLock::new(BTreeMap::new()),
             per_namespace: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            hasher: foldhash::fast::FixedState::with_seed(0x5c0_9e_40),
+            hasher: foldhash::fast::FixedState::with_seed(0x05c0_9e40),
             series_limit,
             precision,
             current_minute: Arc::new(AtomicI64::new(Resolution::Minute.align(now_ms))),

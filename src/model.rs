@@ -460,7 +460,10 @@ mod tests {
         let now = 1_800_000_000_000;
         assert_eq!(parse_query_time("now", now).unwrap(), now);
         assert_eq!(parse_query_time("now-24h", now).unwrap(), now - DAY_MS);
-        assert_eq!(parse_query_time("now+5m", now).unwrap(), now + 5 * MINUTE_MS);
+        assert_eq!(
+            parse_query_time("now+5m", now).unwrap(),
+            now + 5 * MINUTE_MS
+        );
         assert_eq!(parse_query_time("1800000000", now).unwrap(), now);
         assert_eq!(
             parse_query_time("2026-11-27T12:00:00Z", now).unwrap(),

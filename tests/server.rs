@@ -33,7 +33,9 @@ impl Server {
             .expect("spawn scopemon");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
         let base = line
             .trim()
             .strip_prefix("scopemon listening on ")
@@ -50,13 +52,19 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        let mut r = Self::agent().get(&format!("{}{path}", self.base)).call().expect("GET");
+        let mut r = Self::agent()
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.body_mut().read_json().unwrap_or(Value::Null))
     }
 
     fn get_text(&self, path: &str) -> String {
-        let mut r = Self::agent().get(&format!("{}{path}", self.base)).call().expect("GET");
+        let mut r = Self::agent()
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .expect("GET");
         r.body_mut().read_to_string().expect("body")
     }
 
@@ -71,7 +79,10 @@ impl Server {
     }
 
     fn ingest(&self, samples: &[Value]) -> Value {
-        let (status, body) = self.post("/v1/ingest", json!({ "samples": samples }).to_string().as_bytes());
+        let (status, body) = self.post(
+            "/v1/ingest",
+            json!({ "samples": samples }).to_string().as_bytes(),
+        );
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -80,7 +91,11 @@ impl Server {
     fn wait_flushed(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.get_text("/metrics").lines().any(|l| l == "scopemon_hot_series 0") {
+            if self
+                .get_text("/metrics")
+                .lines()
+                .any(|l| l == "scopemon_hot_series 0")
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -118,7 +133,7 @@ fn samples(n: usize, start_ms: i64, offset: usize) -> Vec<Value> {
                 "kind": "latency",
                 "value": 100 + (j * 7919) % 5000,
                 "tags": {"host": host},
-                "outcome": if j % 10 == 0 { "error" } else { "ok" },
+                "outcome": if j.is_multiple_of(10) { "error" } else { "ok" },
                 "timestamp": start_ms + (j as i64) * 1_000,
             })
         })
@@ -175,7 +190,11 @@ fn ingest_query_restart_and_crash() {
     assert_eq!(a["accepted"], 300, "{a}");
     assert_eq!(range_count(&s), 300, "unflushed data is visible at once");
     let (_, summary) = s.get("/v1/summary?namespace=production&window=hour");
-    assert_eq!(summary["metrics"].as_array().map(Vec::len), Some(3), "{summary}");
+    assert_eq!(
+        summary["metrics"].as_array().map(Vec::len),
+        Some(3),
+        "{summary}"
+    );
     let (_, series) = s.get("/v1/series?namespace=production");
     assert_eq!(series["series"].as_array().map(Vec::len), Some(3));
     let before = answers(&s);
@@ -183,7 +202,14 @@ fn ingest_query_restart_and_crash() {
 
     // An offline command while the server holds the file: exit 2, one line.
     let out = Command::new(BIN)
-        .args(["query", "--namespace", "production", "--metric", "foundation.config.get", "--data-dir"])
+        .args([
+            "query",
+            "--namespace",
+            "production",
+            "--metric",
+            "foundation.config.get",
+            "--data-dir",
+        ])
         .arg(&data)
         .output()
         .expect("run query");
@@ -210,8 +236,17 @@ fn ingest_query_restart_and_crash() {
     assert!(s.signal(libc::SIGTERM).success());
 
     // The file is intact after the crash.
-    let out = Command::new(BIN).arg("check").arg("--data-dir").arg(&data).output().expect("check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -260,8 +295,14 @@ fn bad_input_gets_codes_and_the_rest_is_stored() {
         ]
     );
     // infinite values cannot be written in JSON; 1e400 is refused as a value
-    let (status, r) = s.post("/v1/ingest", br#"{"samples":[{"namespace":"p","metric":"m","value":1e400}]}"#);
-    assert_eq!((status, r["rejected"][0]["error"].as_str()), (200, Some("invalid_value")));
+    let (status, r) = s.post(
+        "/v1/ingest",
+        br#"{"samples":[{"namespace":"p","metric":"m","value":1e400}]}"#,
+    );
+    assert_eq!(
+        (status, r["rejected"][0]["error"].as_str()),
+        (200, Some("invalid_value"))
+    );
 
     for (body, code, status) in [
         (&b"{\"samples\": ["[..], "invalid_json", 400),
@@ -272,13 +313,33 @@ fn bad_input_gets_codes_and_the_rest_is_stored() {
         assert_eq!((st, r["error"].as_str()), (status, Some(code)), "{r}");
     }
     for (q, status, code) in [
-        ("/v1/query?namespace=p&metric=m&bogus=1", 400, "invalid_parameter"),
-        ("/v1/query?namespace=p&metric=m&from=now&to=now-1h", 400, "invalid_range"),
+        (
+            "/v1/query?namespace=p&metric=m&bogus=1",
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/query?namespace=p&metric=m&from=now&to=now-1h",
+            400,
+            "invalid_range",
+        ),
         ("/v1/query?namespace=p&metric=nope", 404, "not_found"),
-        ("/v1/query?namespace=p&metric=m&window=week", 400, "invalid_parameter"),
-        ("/v1/query?namespace=p&metric=m&from=tomorrow", 400, "invalid_parameter"),
+        (
+            "/v1/query?namespace=p&metric=m&window=week",
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/query?namespace=p&metric=m&from=tomorrow",
+            400,
+            "invalid_parameter",
+        ),
         ("/v1/query?metric=m", 400, "invalid_parameter"),
-        ("/v1/query?namespace=p&metric=m&kind=bogus", 400, "invalid_kind"),
+        (
+            "/v1/query?namespace=p&metric=m&kind=bogus",
+            400,
+            "invalid_kind",
+        ),
         ("/v1/nope", 404, "not_found"),
     ] {
         let (st, r) = s.get(q);
@@ -289,6 +350,7 @@ fn bad_input_gets_codes_and_the_rest_is_stored() {
     assert_eq!(r["points"][0]["count"], 2);
     assert_eq!(r["points"][0]["error_rate"], 50.0);
     // A series with no data in range: an empty list, not an error.
-    let (st, r) = s.get("/v1/query?namespace=p&metric=m&from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z");
+    let (st, r) =
+        s.get("/v1/query?namespace=p&metric=m&from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z");
     assert_eq!((st, r["points"].as_array().map(Vec::len)), (200, Some(0)));
 }

@@ -203,7 +203,9 @@ pub fn rollup(
     for _ in 0..max_batches {
         let txn_started = Instant::now();
         let txn = store.db().begin_write()?;
-        let mut groups: Vec<((u64, i64), Vec<(u64, i64, u64)>)> = Vec::new();
+        // (series, minute) groups and the delta keys that make them up.
+        type DeltaKey = (u64, i64, u64);
+        let mut groups: Vec<((u64, i64), Vec<DeltaKey>)> = Vec::new();
         {
             let deltas = txn.open_table(DELTAS)?;
             let mut merged: HashMap<(u64, i64), Stats> = HashMap::new();
