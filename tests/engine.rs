@@ -226,3 +226,31 @@ fn bad_values_and_names_are_refused() {
         "invalid_range"
     );
 }
+
+#[test]
+fn a_newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    drop(open(dir.path(), &clock));
+    let path = dir.path().join(scopemon::store::DB_FILE);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(scopemon::store::tables::META)
+            .unwrap()
+            .insert(scopemon::store::migrations::SCHEMA_VERSION_KEY, 99u64)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Monitor::builder(Config::with_data_dir(dir.path()))
+        .background(false)
+        .open()
+        .unwrap_err();
+    assert_eq!(err.code(), "schema_too_new", "{err}");
+    assert!(err.to_string().contains("99"), "{err}");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was altered"
+    );
+}

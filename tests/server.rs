@@ -171,7 +171,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("scopemon.toml"),
-        "[storage]\nflush_interval = \"200ms\"\n[server]\nmax_body_size = \"64KiB\"\n",
+        "[storage]\nflush_interval = \"200ms\"\nseries_limit_per_namespace = 3\n[server]\nmax_body_size = \"64KiB\"\n",
     )
     .expect("config");
     let data = dir.path().join("data");
@@ -200,23 +200,30 @@ fn ingest_query_restart_and_crash() {
     let before = answers(&s);
     assert_eq!(before[0]["points"][0]["errors"], 30);
 
-    // An offline command while the server holds the file: exit 2, one line.
-    let out = Command::new(BIN)
-        .args([
+    // Offline commands while the server holds the file: exit 2, one line.
+    for args in [
+        &[
             "query",
             "--namespace",
             "production",
             "--metric",
             "foundation.config.get",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .expect("run query");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("locked"), "{err}");
+        ][..],
+        &["summary", "--namespace", "production"][..],
+        &["migrate"][..],
+        &["check"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("locked") && err.contains("pid"), "{err}");
+    }
 
     // Clean stop: everything is flushed.
     assert!(s.signal(libc::SIGTERM).success());
@@ -233,7 +240,7 @@ fn ingest_query_restart_and_crash() {
     let mut s = Server::start(dir.path());
     let n = range_count(&s);
     assert!((390..=450).contains(&n), "after kill -9: {n}");
-    assert!(s.signal(libc::SIGTERM).success());
+    assert!(s.signal(libc::SIGINT).success());
 
     // The file is intact after the crash.
     let out = Command::new(BIN)
@@ -303,6 +310,15 @@ fn bad_input_gets_codes_and_the_rest_is_stored() {
         (status, r["rejected"][0]["error"].as_str()),
         (200, Some("invalid_value"))
     );
+
+    // The fourth series of namespace "lim" is refused; the others are kept.
+    let lim: Vec<Value> = (0..4)
+        .map(|i| json!({"namespace": "lim", "metric": format!("m{i}"), "value": 1}))
+        .collect();
+    let r = s.ingest(&lim);
+    assert_eq!(r["accepted"], 3, "{r}");
+    assert_eq!(r["rejected"][0]["error"], "series_limit_exceeded");
+    assert_eq!(r["rejected"][0]["index"], 3);
 
     for (body, code, status) in [
         (&b"{\"samples\": ["[..], "invalid_json", 400),

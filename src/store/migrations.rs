@@ -38,7 +38,7 @@ pub const CURRENT: u64 = 1;
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 /// The version recorded in the file (0 for a new, empty file).
-pub fn recorded_version(db: &Database) -> Result<u64> {
+pub fn recorded_version(db: &impl ReadableDatabase) -> Result<u64> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(META) {
         Ok(t) => t,

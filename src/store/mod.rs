@@ -77,6 +77,19 @@ impl Store {
             }
             std::fs::create_dir_all(data_dir)?;
         }
+        // A file from a newer scopemon is refused before anything opens it
+        // for writing (opening for writing alone updates redb's header).
+        if path.exists() {
+            if let Some(found) = Self::read_only_version(&path)? {
+                if found > migrations::CURRENT {
+                    return Err(Error::SchemaTooNew {
+                        path,
+                        found,
+                        supported: migrations::CURRENT,
+                    });
+                }
+            }
+        }
         let db = Database::builder()
             .create(&path)
             .map_err(|e| map_open_error(e, &path))?;
@@ -105,11 +118,28 @@ impl Store {
         })
     }
 
-    /// Opens a store only to read its schema version (never migrates).
+    /// The schema version of a file, read without writing to it; `None`
+    /// when it cannot be opened read-only (e.g. it needs crash recovery,
+    /// which only a writable open performs).
+    fn read_only_version(path: &Path) -> Result<Option<u64>> {
+        match Database::builder().open_read_only(path) {
+            Ok(db) => Ok(Some(migrations::recorded_version(&db)?)),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::StoreLocked {
+                path: path.to_path_buf(),
+            }),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The schema version of the store in `data_dir`, changing nothing
+    /// when possible (a file needing crash recovery is recovered first).
     pub fn inspect_version(data_dir: &Path) -> Result<u64> {
         let path = data_dir.join(DB_FILE);
         if !path.exists() {
             return Err(Error::NotFound(format!("no store at {}", path.display())));
+        }
+        if let Some(v) = Self::read_only_version(&path)? {
+            return Ok(v);
         }
         let db = Database::builder()
             .create(&path)
