@@ -65,6 +65,9 @@ pub struct StorageConfig {
     pub series_limit_per_namespace: usize,
     /// Histogram significant digits: 2 (≤ 1 % error) or 3 (≤ 0.1 %).
     pub histogram_precision: u8,
+    /// How often the online compactor applies retention.
+    #[serde(deserialize_with = "de_duration")]
+    pub compact_interval: Duration,
 }
 
 impl Default for StorageConfig {
@@ -74,6 +77,7 @@ impl Default for StorageConfig {
             flush_interval: Duration::from_secs(5),
             series_limit_per_namespace: 10_000,
             histogram_precision: 2,
+            compact_interval: Duration::from_secs(600),
         }
     }
 }
@@ -171,6 +175,20 @@ impl Retention {
             self.source = source;
         }
         self
+    }
+
+    /// Coarser resolutions must be kept at least as long as finer ones
+    /// (a range older than the minute retention is answered from hours).
+    pub fn check_order(&self) -> Result<()> {
+        if self.minute_ms > self.hour_ms || self.hour_ms > self.day_ms {
+            return Err(Error::Config(format!(
+                "retention must not shrink with coarser resolutions: minute {} <= hour {} <= day {}",
+                format_duration_ms(self.minute_ms),
+                format_duration_ms(self.hour_ms),
+                format_duration_ms(self.day_ms)
+            )));
+        }
+        Ok(())
     }
 
     /// As the SPEC's JSON strings.
@@ -281,16 +299,23 @@ impl Config {
         if self.storage.flush_interval.is_zero() {
             return Err(Error::Config("storage.flush_interval must be > 0".into()));
         }
+        if self.storage.compact_interval.is_zero() {
+            return Err(Error::Config("storage.compact_interval must be > 0".into()));
+        }
         if self.storage.series_limit_per_namespace == 0 {
             return Err(Error::Config(
                 "storage.series_limit_per_namespace must be > 0".into(),
             ));
         }
         validate_rule(&self.retention.default)?;
+        self.retention_for("").check_order()?;
         for (ns, rule) in &self.retention.namespaces {
             validate_namespace(ns)
                 .map_err(|e| Error::Config(format!("retention.namespaces: {e}")))?;
             validate_rule(rule)
+                .map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
+            self.retention_for(ns)
+                .check_order()
                 .map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
         }
         let m = &self.memory;
@@ -403,6 +428,7 @@ mod tests {
             "[server]\nlisten = \"nope\"",
             "[bogus]\nx = 1",
             "[memory]\nmedium = 0.9\nhigh = 0.5",
+            "[retention.default]\nhour = \"1d\"",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod model;
 pub mod monitor;
 pub mod query;
+pub mod retention;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -13,6 +13,7 @@
 //! # Ok::<(), scopemon::Error>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -27,9 +28,13 @@ use crate::error::{Error, Result};
 use crate::hot::{Handle, Registry, Series};
 use crate::model::{Kind, MINUTE_MS, Outcome, Resolution, format_ts};
 use crate::query::{self, QueryResult, QuerySpec, Source, Summary};
+use crate::retention::{self, CompactOptions, CompactReport, RetentionPolicy};
 use crate::store::codec::Codec;
 use crate::store::flush::{self, FlushReport, RollupReport};
 use crate::store::{OpenOptions, Store};
+
+/// Namespace of scopemon's own series (compactor figures).
+pub const OWN_NAMESPACE: &str = "scopemon";
 
 /// Samples more than this far ahead of the clock are refused.
 pub const MAX_FUTURE_MS: i64 = 5 * MINUTE_MS;
@@ -98,6 +103,7 @@ struct Engine {
     clock: SharedClock,
     registry: Registry,
     store: Store,
+    policy: RetentionPolicy,
     gate: RwLock<()>,
     /// Serialises flushes and rollups; holds their codec buffers.
     writer: Mutex<Codec>,
@@ -110,6 +116,10 @@ struct Engine {
     last_flush_ms: AtomicI64,
     last_flush: Mutex<Option<FlushReport>>,
     last_rollup: Mutex<Option<RollupReport>>,
+    compactions: AtomicU64,
+    /// Buckets removed by compaction since start, per (namespace, resolution).
+    compacted: Mutex<BTreeMap<(String, &'static str), u64>>,
+    last_compaction: Mutex<Option<CompactReport>>,
 }
 
 /// Builder for [`Monitor`].
@@ -146,10 +156,12 @@ impl MonitorBuilder {
         for (id, rec) in store.load_series()? {
             registry.insert_loaded(id, rec.key, rec.first_seen, rec.last_seen);
         }
+        let policy = RetentionPolicy::load(&self.config, &store)?;
         let engine = Arc::new(Engine {
             config: self.config,
             clock: self.clock,
             registry,
+            policy,
             store,
             gate: RwLock::new(()),
             writer: Mutex::new(Codec::new()),
@@ -162,6 +174,9 @@ impl MonitorBuilder {
             last_flush_ms: AtomicI64::new(0),
             last_flush: Mutex::new(None),
             last_rollup: Mutex::new(None),
+            compactions: AtomicU64::new(0),
+            compacted: Mutex::new(BTreeMap::new()),
+            last_compaction: Mutex::new(None),
         });
         let flusher = if self.background {
             let e = engine.clone();
@@ -173,9 +188,19 @@ impl MonitorBuilder {
         } else {
             None
         };
+        let compactor = if self.background {
+            let e = engine.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("scopemon-compactor".into())
+                    .spawn(move || compactor_loop(&e))?,
+            )
+        } else {
+            None
+        };
         Ok(Monitor {
             engine,
-            flusher: Mutex::new(flusher),
+            threads: Mutex::new(flusher.into_iter().chain(compactor).collect()),
         })
     }
 }
@@ -184,7 +209,7 @@ impl MonitorBuilder {
 /// `&self` and is safe to call from many threads.
 pub struct Monitor {
     engine: Arc<Engine>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -221,12 +246,88 @@ fn flusher_loop(e: &Engine) {
     }
 }
 
+/// Runs the compactor every `storage.compact_interval` until stopped.
+fn compactor_loop(e: &Engine) {
+    loop {
+        let mut stop = e.stop.lock();
+        if *stop {
+            return;
+        }
+        e.wake
+            .wait_for(&mut stop, e.config.storage.compact_interval);
+        if *stop {
+            return;
+        }
+        drop(stop);
+        if let Err(err) = e.compact(CompactOptions::default()) {
+            tracing::error!(error = %err, "compaction failed; will retry next interval");
+        }
+    }
+}
+
 impl Engine {
+    fn compact(&self, opts: CompactOptions) -> Result<CompactReport> {
+        let now = self.clock.now_ms();
+        let mut codec = Codec::new();
+        let report =
+            retention::compact(&self.store, &self.policy, &mut codec, now, opts, |_, _| {})?;
+        if opts.dry_run {
+            return Ok(report);
+        }
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut totals = self.compacted.lock();
+            for (ns, per_res) in &report.removed {
+                for (res, n) in per_res {
+                    *totals.entry((ns.clone(), *res)).or_default() += n;
+                }
+            }
+        }
+        tracing::info!(
+            removed = report.total_removed,
+            transactions = report.transactions,
+            longest_txn_ms = report.longest_txn_ms,
+            ms = report.duration_ms,
+            detail = ?report.removed,
+            "compaction done"
+        );
+        // scopemon's own series, queryable like any other.
+        let own = |metric: &str, kind: Kind, value: f64, tags: &[(&str, &str)]| {
+            if let (Ok(s), Ok(scaled)) = (
+                self.registry
+                    .get_or_create(OWN_NAMESPACE, kind, metric, tags, now),
+                kind.scale_value(value),
+            ) {
+                s.record(Resolution::Minute.align(now), scaled, value, false);
+            }
+        };
+        own(
+            "compactor.duration",
+            Kind::Latency,
+            report.duration_ms * 1e3,
+            &[],
+        );
+        for (ns, per_res) in &report.removed {
+            for (res, n) in per_res {
+                own(
+                    "compactor.buckets_removed",
+                    Kind::ResourceUsage,
+                    *n as f64,
+                    &[("namespace", ns), ("resolution", res)],
+                );
+            }
+        }
+        *self.last_compaction.lock() = Some(report.clone());
+        Ok(report)
+    }
+
     fn source(&self) -> Source<'_> {
         Source {
             registry: &self.registry,
             store: &self.store,
             gate: &self.gate,
+            policy: &self.policy,
+            now_ms: self.clock.now_ms(),
         }
     }
 
@@ -306,7 +407,7 @@ impl Monitor {
 
     /// Retention that applies to `ns`.
     pub fn retention(&self, ns: &str) -> Retention {
-        self.engine.config.retention_for(ns)
+        self.engine.policy.of(ns)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -489,6 +590,40 @@ impl Monitor {
         self.engine.flush(self.engine.clock.now_ms())
     }
 
+    /// Stores a retention override for `ns` (any subset of the keys) and
+    /// returns the retention now in force.
+    pub fn set_retention(
+        &self,
+        ns: &str,
+        rule: &crate::config::RetentionRule,
+    ) -> Result<Retention> {
+        self.engine
+            .policy
+            .set_override(&self.engine.store, ns, rule)
+    }
+
+    /// Applies retention now (rollup first, then bounded deletions).
+    pub fn compact(&self, opts: CompactOptions) -> Result<CompactReport> {
+        self.engine.compact(opts)
+    }
+
+    /// Compactions run, totals removed per (namespace, resolution), and the
+    /// last report.
+    pub fn compaction_stats(
+        &self,
+    ) -> (
+        u64,
+        BTreeMap<(String, &'static str), u64>,
+        Option<CompactReport>,
+    ) {
+        let e = &self.engine;
+        (
+            e.compactions.load(Ordering::Relaxed),
+            e.compacted.lock().clone(),
+            e.last_compaction.lock().clone(),
+        )
+    }
+
     /// Moves closed minutes' deltas into minute/hour/day records now.
     pub fn rollup(&self) -> Result<RollupReport> {
         self.engine.rollup(self.engine.clock.now_ms(), usize::MAX)
@@ -579,7 +714,7 @@ impl Monitor {
         }
         *self.engine.stop.lock() = true;
         self.engine.wake.notify_all();
-        if let Some(t) = self.flusher.lock().take() {
+        for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
         // Samples recorded by racing threads before `closed` was seen are

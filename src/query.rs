@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hot::{Registry, Series};
 use crate::model::{DAY_MS, HOUR_MS, Kind, MINUTE_MS, Resolution, Tags, format_ts};
+use crate::retention::RetentionPolicy;
 use crate::stats::{Point, Precision, Stats};
 use crate::store::Store;
 use crate::store::codec::Codec;
@@ -117,6 +118,10 @@ pub struct Source<'a> {
     pub store: &'a Store,
     /// Commit gate (see `store::flush`).
     pub gate: &'a RwLock<()>,
+    /// Retention: expired buckets are never read.
+    pub policy: &'a RetentionPolicy,
+    /// The time queries are answered at.
+    pub now_ms: i64,
 }
 
 fn ceil_to(t: i64, width: i64) -> i64 {
@@ -260,7 +265,12 @@ fn bucket_points(
     to: i64,
 ) -> Result<Vec<Point>> {
     let w = res.width_ms();
-    let first = ceil_to(from, w);
+    // Expired buckets are never read, deleted yet or not.
+    let horizon = series
+        .first()
+        .map(|s| src.policy.horizon(&s.key().namespace, res, src.now_ms))
+        .unwrap_or(i64::MIN);
+    let first = ceil_to(from, w).max(horizon);
     if first >= to {
         return Ok(Vec::new());
     }
@@ -323,14 +333,70 @@ pub fn range_stats(
     let rtx = snapshot(src, series, lo, hi, |i, _| Some((group(i), 0)), &mut acc)?;
     let mut codec = Codec::new();
     let reader = RecordReader::new(&rtx)?;
+    let mut parts_of: Option<(String, RangeParts)> = None;
     for (i, s) in series.iter().enumerate() {
+        let ns = &s.key().namespace;
+        let parts = match &parts_of {
+            Some((n, p)) if n == ns => *p,
+            _ => {
+                let p = RangeParts::new(src, ns, lo, hi);
+                parts_of = Some((ns.clone(), p));
+                p
+            }
+        };
         let a = acc.get((group(i), 0), s.key().kind);
         add_deltas(&rtx, &mut codec, s.id(), lo, hi, |_, st| a.merge(st))?;
-        if lo < hi {
-            reader.cover(&mut codec, s.id(), lo, hi, a)?;
+        let sid = s.id();
+        if parts.days.0 < parts.days.1 {
+            reader.scan(
+                &mut codec,
+                Resolution::Day,
+                sid,
+                parts.days.0,
+                parts.days.1,
+                a,
+            )?;
+        }
+        if parts.hours.0 < parts.hours.1 {
+            reader.scan(
+                &mut codec,
+                Resolution::Hour,
+                sid,
+                parts.hours.0,
+                parts.hours.1,
+                a,
+            )?;
+        }
+        if parts.exact.0 < parts.exact.1 {
+            reader.cover(&mut codec, sid, parts.exact.0, parts.exact.1, a)?;
         }
     }
     Ok(acc.map.into_values().collect())
+}
+
+/// How a minute-aligned range [lo, hi) is read, given retention: the part
+/// whose minutes are all retained exactly to the minute; before it, whole
+/// hours (start in range) while hours are retained; before that whole days.
+/// Every part starts at or after its resolution's horizon, so expired
+/// buckets are never read.
+#[derive(Debug, Clone, Copy)]
+struct RangeParts {
+    days: (i64, i64),
+    hours: (i64, i64),
+    exact: (i64, i64),
+}
+
+impl RangeParts {
+    fn new(src: &Source<'_>, ns: &str, lo: i64, hi: i64) -> RangeParts {
+        let h = |r| src.policy.horizon(ns, r, src.now_ms);
+        // Hours from P on have every minute retained; days from Q on every hour.
+        let p = ceil_to(h(Resolution::Minute), HOUR_MS);
+        let q = ceil_to(h(Resolution::Hour), DAY_MS);
+        let exact = (lo.max(p), hi);
+        let hours = (ceil_to(lo, HOUR_MS).max(q), p.min(hi));
+        let days = (ceil_to(lo, DAY_MS).max(h(Resolution::Day)), q.min(hi));
+        RangeParts { days, hours, exact }
+    }
 }
 
 /// Reads stored records covering minute-aligned ranges.

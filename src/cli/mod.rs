@@ -3,8 +3,10 @@
 //! stderr with exit code 1 (2 when another process holds the store).
 
 mod check;
+mod compact;
 mod migrate;
 mod query;
+mod retention;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +43,11 @@ enum Command {
     Migrate(migrate::Args),
     /// Check a stopped store's integrity.
     Check(check::Args),
+    /// Show or set retention per namespace (stopped store).
+    #[command(subcommand)]
+    Retention(retention::Args),
+    /// Apply retention to a stopped store and reclaim file space.
+    Compact(compact::Args),
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level (info for serve).
@@ -66,6 +73,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Summary(a) => query::run_summary(a),
         Command::Migrate(a) => migrate::run(a),
         Command::Check(a) => check::run(a),
+        Command::Retention(a) => retention::run(a),
+        Command::Compact(a) => compact::run(a),
     }
 }
 
@@ -93,4 +102,19 @@ pub fn require_store(data_dir: &Path) -> anyhow::Result<PathBuf> {
         anyhow::bail!("no store at {} (check --data-dir)", path.display());
     }
     Ok(path)
+}
+
+/// Default config file, used when present and no --config is given.
+pub const DEFAULT_CONFIG: &str = "config/scopemon.toml";
+
+/// The configuration: `path`, else `config/scopemon.toml` when it exists,
+/// else built-in defaults.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<scopemon::Config> {
+    Ok(match path {
+        Some(p) => scopemon::Config::load(p)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            scopemon::Config::load(Path::new(DEFAULT_CONFIG))?
+        }
+        None => scopemon::Config::default(),
+    })
 }

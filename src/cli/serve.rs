@@ -5,10 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use scopemon::Config;
-
-/// Default config file, used when present and no --config is given.
-const DEFAULT_CONFIG: &str = "config/scopemon.toml";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,13 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(p) => Config::load(p)?,
-        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
-            Config::load(DEFAULT_CONFIG.as_ref())?
-        }
-        None => Config::default(),
-    };
+    let mut config = super::load_config(args.config.as_deref())?;
     if let Some(d) = args.data_dir {
         config.storage.data_dir = d;
     }

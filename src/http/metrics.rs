@@ -79,6 +79,41 @@ pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
             f.buckets as f64,
         );
     }
+    let (runs, removed, last) = st.monitor.compaction_stats();
+    metric(
+        &mut out,
+        "scopemon_compactions_total",
+        "counter",
+        "Compactions completed.",
+        runs as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP scopemon_compactor_removed_buckets_total Buckets deleted by retention.\n# TYPE scopemon_compactor_removed_buckets_total counter"
+    );
+    for ((ns, res), n) in &removed {
+        let _ = writeln!(
+            out,
+            "scopemon_compactor_removed_buckets_total{{namespace=\"{}\",resolution=\"{res}\"}} {n}",
+            escape_label(ns)
+        );
+    }
+    if let Some(r) = &last {
+        metric(
+            &mut out,
+            "scopemon_last_compaction_duration_seconds",
+            "gauge",
+            "Duration of the last compaction.",
+            r.duration_ms / 1e3,
+        );
+        metric(
+            &mut out,
+            "scopemon_last_compaction_longest_transaction_seconds",
+            "gauge",
+            "Longest write transaction the last compaction held.",
+            r.longest_txn_ms / 1e3,
+        );
+    }
     metric(
         &mut out,
         "scopemon_store_file_bytes",
@@ -93,4 +128,11 @@ pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// Escapes a label value for the text exposition format.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: one router per area, the error → status mapping and auth.
 //! No business logic lives here; handlers translate to [`Monitor`] calls.
 
+mod admin;
 mod health;
 mod ingest;
 mod metrics;
@@ -107,7 +108,8 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
         usize::try_from(state.monitor.config().server.max_body_size).unwrap_or(usize::MAX);
     let mut v1 = Router::new()
         .merge(ingest::routes(max_body))
-        .merge(query::routes());
+        .merge(query::routes())
+        .merge(admin::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),

@@ -148,9 +148,7 @@ async fn namespaces(
         .namespaces()
         .into_iter()
         .map(|(ns, n)| {
-            let r = st.monitor.retention(&ns);
-            let mut retention = json!(r.describe());
-            retention["source"] = json!(r.source);
+            let retention = super::admin::retention_json(&st.monitor.retention(&ns));
             json!({"namespace": ns, "series": n, "retention": retention})
         })
         .collect();

@@ -14,6 +14,8 @@ use crate::store::tables::META;
 
 #[path = "../../migrations/v0001_initial.rs"]
 mod v0001_initial;
+#[path = "../../migrations/v0002_retention.rs"]
+mod v0002_retention;
 
 /// One schema step.
 pub struct Migration {
@@ -25,14 +27,21 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Versions are 1, 2, 3, ... without gaps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    up: v0001_initial::up,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        up: v0001_initial::up,
+    },
+    Migration {
+        version: 2,
+        name: "retention",
+        up: v0002_retention::up,
+    },
+];
 
 /// Newest schema version this build writes.
-pub const CURRENT: u64 = 1;
+pub const CURRENT: u64 = 2;
 
 /// Key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -58,8 +67,14 @@ pub fn pending(version: u64) -> impl Iterator<Item = &'static Migration> {
 
 /// Applies every pending migration; returns the ones applied.
 pub fn apply(db: &Database, from: u64) -> Result<Vec<&'static Migration>> {
+    apply_up_to(db, from, CURRENT)
+}
+
+/// Applies the migrations after `from` up to and including `target` (tests
+/// use it to build files of older schemas).
+pub fn apply_up_to(db: &Database, from: u64, target: u64) -> Result<Vec<&'static Migration>> {
     let mut applied = Vec::new();
-    for m in pending(from) {
+    for m in pending(from).filter(|m| m.version <= target) {
         let txn = db.begin_write()?;
         (m.up)(&txn)?;
         txn.open_table(META)?

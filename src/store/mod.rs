@@ -79,16 +79,18 @@ impl Store {
         }
         // A file from a newer scopemon is refused before anything opens it
         // for writing (opening for writing alone updates redb's header).
-        if path.exists() {
-            if let Some(found) = Self::read_only_version(&path)? {
-                if found > migrations::CURRENT {
-                    return Err(Error::SchemaTooNew {
-                        path,
-                        found,
-                        supported: migrations::CURRENT,
-                    });
-                }
-            }
+        if let Some(found) = path
+            .exists()
+            .then(|| Self::read_only_version(&path))
+            .transpose()?
+            .flatten()
+            && found > migrations::CURRENT
+        {
+            return Err(Error::SchemaTooNew {
+                path,
+                found,
+                supported: migrations::CURRENT,
+            });
         }
         let db = Database::builder()
             .create(&path)

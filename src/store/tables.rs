@@ -18,6 +18,9 @@ pub const HOUR: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("hour"
 /// (series id, day start) -> bucket record.
 pub const DAY: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("day");
 
+/// Namespace -> retention override record (schema 2).
+pub const RETENTION: TableDefinition<&str, &[u8]> = TableDefinition::new("retention");
+
 /// Key of the last committed flush sequence in `META`.
 pub const FLUSH_SEQ_KEY: &str = "flush_seq";
 

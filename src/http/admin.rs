@@ -1,0 +1,82 @@
+//! Retention and compaction endpoints:
+//! `GET|PUT /v1/namespaces/{ns}/retention`, `POST /v1/admin/compact`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::config::{Retention, RetentionRule};
+use crate::error::Error;
+use crate::model::validate_namespace;
+use crate::retention::CompactOptions;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/namespaces/{ns}/retention", get(show).put(set))
+        .route("/v1/admin/compact", post(compact))
+}
+
+/// The SPEC's retention JSON: durations plus where they come from.
+pub(super) fn retention_json(r: &Retention) -> Value {
+    let mut v = json!(r.describe());
+    v["source"] = json!(r.source);
+    v
+}
+
+async fn show(State(st): State<AppState>, Path(ns): Path<String>) -> Result<Json<Value>, ApiError> {
+    validate_namespace(&ns)?;
+    Ok(Json(retention_json(&st.monitor.retention(&ns))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionIn {
+    minute: Option<String>,
+    hour: Option<String>,
+    day: Option<String>,
+}
+
+fn duration(key: &str, v: Option<&str>) -> Result<Option<std::time::Duration>, Error> {
+    v.map(|s| {
+        humantime::parse_duration(s).map_err(|e| {
+            Error::InvalidParameter(format!(
+                "{key} = {s:?} is not a duration (e.g. 6h, 30d): {e}"
+            ))
+        })
+    })
+    .transpose()
+}
+
+async fn set(
+    State(st): State<AppState>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let input: RetentionIn = serde_json::from_slice(&body).map_err(|e| {
+        Error::InvalidParameter(format!(
+            "expected {{\"minute\"?, \"hour\"?, \"day\"?}} with duration strings: {e}"
+        ))
+    })?;
+    let rule = RetentionRule {
+        minute: duration("minute", input.minute.as_deref())?,
+        hour: duration("hour", input.hour.as_deref())?,
+        day: duration("day", input.day.as_deref())?,
+    };
+    let monitor = st.monitor.clone();
+    let r = tokio::task::spawn_blocking(move || monitor.set_retention(&ns, &rule))
+        .await
+        .map_err(|e| Error::InvalidParameter(format!("aborted: {e}")))??;
+    Ok(Json(retention_json(&r)))
+}
+
+async fn compact(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let monitor = st.monitor.clone();
+    let report = tokio::task::spawn_blocking(move || monitor.compact(CompactOptions::default()))
+        .await
+        .map_err(|e| Error::InvalidParameter(format!("aborted: {e}")))??;
+    Ok(Json(json!(report)))
+}

@@ -1,0 +1,237 @@
+//! Retention and compaction over a simulated 90 days (manual clock):
+//! after every compaction each remaining bucket is within its namespace's
+//! retention, every bucket inside it is still there, old samples still count
+//! in their hour and day buckets, and the file stays bounded.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTable};
+use scopemon::config::RetentionRule;
+use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
+use scopemon::retention::CompactOptions;
+use scopemon::store::tables;
+use scopemon::store::{OpenOptions, Store};
+use scopemon::{
+    Clock, Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window,
+};
+
+const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+const NAMESPACES: [&str; 3] = ["long", "short", "ovr"];
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::from_toml(
+        "[retention.default]\nhour = \"10d\"\nday = \"30d\"\n\
+         [retention.namespaces.\"short\"]\nminute = \"6h\"\nhour = \"3d\"\nday = \"20d\"\n\
+         [retention.namespaces.\"ovr\"]\nminute = \"12h\"\n",
+    )
+    .unwrap();
+    c.storage.data_dir = dir.to_path_buf();
+    c
+}
+
+fn open(dir: &std::path::Path, clock: &ManualClock) -> Monitor {
+    Monitor::builder(config(dir))
+        .clock(Arc::new(clock.clone()))
+        .background(false)
+        .open()
+        .unwrap()
+}
+
+/// Every (namespace, resolution, bucket start) holding data, from the file.
+fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
+    let ns_of: std::collections::HashMap<u64, String> = m
+        .store()
+        .load_series()
+        .unwrap()
+        .into_iter()
+        .map(|(id, r)| (id, r.key.namespace))
+        .collect();
+    let txn = m.store().db().begin_read().unwrap();
+    let mut out = BTreeSet::new();
+    for res in Resolution::ALL {
+        let t = txn.open_table(tables::buckets(res)).unwrap();
+        for e in t.iter().unwrap() {
+            let (k, _) = e.unwrap();
+            let (sid, start) = k.value();
+            // scopemon's own series (compactor figures) are not under test
+            if ns_of[&sid] != scopemon::monitor::OWN_NAMESPACE {
+                out.insert((ns_of[&sid].clone(), res, start));
+            }
+        }
+    }
+    out
+}
+
+fn reclaim(dir: &std::path::Path) -> u64 {
+    let mut store = Store::open(dir, OpenOptions::default()).unwrap();
+    while store.db_mut().compact().unwrap() {}
+    store.file_size().unwrap()
+}
+
+#[test]
+fn ninety_days_of_ingest_with_daily_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut m = open(dir.path(), &clock);
+    m.set_retention(
+        "ovr",
+        &RetentionRule {
+            hour: Some(Duration::from_secs(5 * 86_400)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Every bucket we wrote, to compare with what the file holds.
+    let mut written: BTreeSet<(String, Resolution, i64)> = BTreeSet::new();
+    let mut sizes = Vec::new();
+    for day in 0..90 {
+        for hour in 0..24 {
+            for minute in [7, 41] {
+                let t = T0 + day * DAY_MS + hour * HOUR_MS + minute * MINUTE_MS;
+                clock.set(t + 1_000);
+                for ns in NAMESPACES {
+                    m.record(&Sample {
+                        namespace: ns,
+                        metric: "api.latency",
+                        kind: Kind::Latency,
+                        value: 1000.0 + f64::from(minute as i32),
+                        tags: &[],
+                        outcome: Outcome::Ok,
+                        timestamp_ms: Some(t),
+                    })
+                    .unwrap();
+                    for res in Resolution::ALL {
+                        written.insert((ns.to_owned(), res, res.align(t)));
+                    }
+                }
+            }
+            if hour % 6 == 5 {
+                m.flush().unwrap();
+            }
+        }
+        clock.advance_ms(HOUR_MS / 2);
+        m.flush().unwrap();
+        let report = m.compact(CompactOptions::default()).unwrap();
+        assert!(report.longest_txn_ms >= 0.0);
+        let now = clock.now_ms();
+        let expected: BTreeSet<_> = written
+            .iter()
+            .filter(|(ns, res, start)| start + res.width_ms() > now - m.retention(ns).of(*res))
+            .cloned()
+            .collect();
+        let have = stored(&m);
+        let expired: Vec<_> = have.difference(&expected).take(3).collect();
+        assert!(
+            expired.is_empty(),
+            "day {day}: expired buckets kept: {expired:?}"
+        );
+        let lost: Vec<_> = expected.difference(&have).take(3).collect();
+        assert!(
+            lost.is_empty(),
+            "day {day}: buckets inside retention lost: {lost:?}"
+        );
+        if day == 44 || day == 89 {
+            m.close().unwrap();
+            drop(m);
+            sizes.push(reclaim(dir.path()));
+            m = open(dir.path(), &clock);
+        }
+    }
+    // Every retention here is <= 30 days: from then on as many buckets
+    // expire as are written, and the compacted file must not grow.
+    assert!(
+        (sizes[1] as f64) < sizes[0] as f64 * 1.1,
+        "file grew with time: {sizes:?}"
+    );
+
+    // Samples older than the minute retention still count, in hours and days.
+    let now = clock.now_ms();
+    let q = |ns: &str, window, from| {
+        m.query(&QuerySpec {
+            namespace: ns.into(),
+            metric: "api.latency".into(),
+            kind: Kind::Latency,
+            window,
+            from,
+            to: now,
+            tags: Tags::empty(),
+        })
+        .unwrap()
+    };
+    // (from hour-aligned: buckets whose start lies in [from, to) are counted)
+    let from = Resolution::Hour.align(now) - 5 * DAY_MS;
+    let hours = q("long", Window::Buckets(Resolution::Hour), from);
+    let c: u64 = hours.points.iter().map(|p| p.count).sum();
+    assert_eq!(c, 5 * 24 * 2, "5 days of hours, minutes long gone");
+    // A range reaching past the minute retention is answered by whole hours.
+    let r = q("long", Window::Range, from);
+    assert_eq!(r.points[0].count, 5 * 24 * 2);
+    // ...and past the hour retention by whole days.
+    let r = q(
+        "short",
+        Window::Range,
+        Resolution::Day.align(now) - 15 * DAY_MS,
+    );
+    assert_eq!(r.points[0].count, 15 * 48, "{:?}", r.points);
+    // Expired buckets are never answered, deleted or not.
+    let minutes = q("short", Window::Buckets(Resolution::Minute), now - DAY_MS);
+    assert!(minutes.points.iter().all(|p| {
+        let start = chrono::DateTime::parse_from_rfc3339(&p.start)
+            .unwrap()
+            .timestamp_millis();
+        start + MINUTE_MS > now - 6 * HOUR_MS
+    }));
+    // now = day 90 00:11: minutes :07/:41 of 18:41 .. 23:41 of day 89
+    assert_eq!(minutes.points.len(), 11);
+
+    // Overrides survive a restart.
+    m.close().unwrap();
+    drop(m);
+    let m = open(dir.path(), &clock);
+    let r = m.retention("ovr");
+    assert_eq!((r.minute_ms, r.hour_ms), (12 * HOUR_MS, 5 * DAY_MS));
+    assert_eq!(r.source, scopemon::config::RetentionSource::Override);
+}
+
+#[test]
+fn ingest_refuses_samples_older_than_the_longest_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 100 * DAY_MS);
+    let m = open(dir.path(), &clock);
+    let sample = |ns, age| Sample {
+        namespace: ns,
+        metric: "m",
+        kind: Kind::Latency,
+        value: 1.0,
+        tags: &[],
+        outcome: Outcome::Ok,
+        timestamp_ms: Some(clock.now_ms() - age),
+    };
+    assert!(m.record(&sample("short", 19 * DAY_MS)).is_ok());
+    assert_eq!(
+        m.record(&sample("short", 21 * DAY_MS)).unwrap_err().code(),
+        "outside_retention"
+    );
+    assert!(m.record(&sample("long", 21 * DAY_MS)).is_ok());
+    // invalid overrides change nothing
+    for bad in [
+        RetentionRule {
+            hour: Some(Duration::from_secs(1800)),
+            ..Default::default()
+        },
+        RetentionRule {
+            minute: Some(Duration::ZERO),
+            ..Default::default()
+        },
+        RetentionRule {
+            minute: Some(Duration::from_secs(40 * 86_400)),
+            ..Default::default()
+        },
+        RetentionRule::default(),
+    ] {
+        assert!(m.set_retention("short", &bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(m.retention("short").minute_ms, 6 * HOUR_MS);
+}
