@@ -156,7 +156,7 @@ impl MonitorBuilder {
         for (id, rec) in store.load_series()? {
             registry.insert_loaded(id, rec.key, rec.first_seen, rec.last_seen);
         }
-        let policy = RetentionPolicy::load(&self.config, &store)?;
+        let policy = RetentionPolicy::load(&self.config, store.db())?;
         let engine = Arc::new(Engine {
             config: self.config,
             clock: self.clock,
@@ -268,6 +268,11 @@ fn compactor_loop(e: &Engine) {
 impl Engine {
     fn compact(&self, opts: CompactOptions) -> Result<CompactReport> {
         let now = self.clock.now_ms();
+        // Everything accepted so far takes part: hot data first goes to the
+        // store (the compactor then rolls it up before deleting anything).
+        if !opts.dry_run {
+            self.flush(now)?;
+        }
         let mut codec = Codec::new();
         let report =
             retention::compact(&self.store, &self.policy, &mut codec, now, opts, |_, _| {})?;

@@ -90,8 +90,8 @@ pub struct RetentionPolicy {
 
 impl RetentionPolicy {
     /// Loads the overrides stored in `store`.
-    pub fn load(config: &Config, store: &Store) -> Result<RetentionPolicy> {
-        let txn = store.db().begin_read()?;
+    pub fn load(config: &Config, db: &impl ReadableDatabase) -> Result<RetentionPolicy> {
+        let txn = db.begin_read()?;
         let table = txn.open_table(RETENTION)?;
         let mut overrides = BTreeMap::new();
         for entry in table.iter()? {
@@ -201,8 +201,49 @@ pub struct CompactReport {
     pub dry_run: bool,
 }
 
-/// Applies retention to every series in the store's catalog. `progress` is
-/// called with (series done, series total).
+/// Counts what a compaction would remove, reading only (a dry run).
+pub fn count_expired(
+    db: &impl ReadableDatabase,
+    policy: &RetentionPolicy,
+    now_ms: i64,
+) -> Result<CompactReport> {
+    let started = Instant::now();
+    let mut report = CompactReport {
+        dry_run: true,
+        ..CompactReport::default()
+    };
+    let series = crate::store::load_series(db)?;
+    let txn = db.begin_read()?;
+    for res in Resolution::ALL {
+        let table = txn.open_table(tables::buckets(res))?;
+        for (sid, rec) in &series {
+            let ns = &rec.key.namespace;
+            let h = policy.horizon(ns, res, now_ms);
+            let n = table.range((*sid, i64::MIN)..(*sid, h))?.count() as u64;
+            report.add(ns, res, n);
+        }
+    }
+    report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(report)
+}
+
+impl CompactReport {
+    fn add(&mut self, ns: &str, res: Resolution, n: u64) {
+        if n > 0 {
+            *self
+                .removed
+                .entry(ns.to_owned())
+                .or_default()
+                .entry(res.as_str())
+                .or_default() += n;
+            self.total_removed += n;
+        }
+    }
+}
+
+/// Applies retention to every series in the store's catalog (a dry run
+/// only counts, see [`count_expired`]). `progress` is called with
+/// (steps done, steps total), a step being one series at one resolution.
 pub fn compact(
     store: &Store,
     policy: &RetentionPolicy,
@@ -211,14 +252,14 @@ pub fn compact(
     opts: CompactOptions,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<CompactReport> {
+    if opts.dry_run {
+        return count_expired(store.db(), policy, now_ms);
+    }
     let started = Instant::now();
     let mut report = CompactReport {
-        dry_run: opts.dry_run,
+        rolled_up_minutes: flush::rollup(store, codec, now_ms, usize::MAX)?.minutes,
         ..CompactReport::default()
     };
-    if !opts.dry_run {
-        report.rolled_up_minutes = flush::rollup(store, codec, now_ms, usize::MAX)?.minutes;
-    }
     let series: Vec<(u64, String)> = store
         .load_series()?
         .into_iter()
@@ -243,41 +284,25 @@ pub fn compact(
                         .or_insert_with(|| Resolution::ALL.map(|r| policy.horizon(ns, r, now_ms)))
                         [ri];
                     let mut n = 0u64;
-                    if opts.dry_run {
-                        n = table.range((*sid, i64::MIN)..(*sid, h))?.count() as u64;
-                    } else {
-                        for entry in table
-                            .extract_from_if((*sid, i64::MIN)..(*sid, h), |_, _| true)?
-                            .take(budget)
-                        {
-                            entry?;
-                            n += 1;
-                        }
-                        budget -= n as usize;
+                    for entry in table
+                        .extract_from_if((*sid, i64::MIN)..(*sid, h), |_, _| true)?
+                        .take(budget)
+                    {
+                        entry?;
+                        n += 1;
                     }
-                    if n > 0 {
-                        *report
-                            .removed
-                            .entry(ns.clone())
-                            .or_default()
-                            .entry(res.as_str())
-                            .or_default() += n;
-                        report.total_removed += n;
-                    }
-                    if budget > 0 || opts.dry_run {
-                        // this series is done for this resolution
+                    budget -= n as usize;
+                    report.add(ns, res, n);
+                    if budget > 0 {
+                        // this series is done at this resolution
                         i += 1;
                         done += 1;
                         progress(done, total);
                     }
                 }
             }
-            if opts.dry_run {
-                txn.abort()?;
-            } else {
-                txn.commit()?;
-                report.transactions += 1;
-            }
+            txn.commit()?;
+            report.transactions += 1;
             report.longest_txn_ms = report
                 .longest_txn_ms
                 .max(txn_started.elapsed().as_secs_f64() * 1e3);
@@ -296,7 +321,7 @@ mod tests {
     fn horizon_is_the_oldest_unexpired_bucket() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Default::default()).unwrap();
-        let policy = RetentionPolicy::load(&Config::default(), &store).unwrap();
+        let policy = RetentionPolicy::load(&Config::default(), store.db()).unwrap();
         let now = 100 * DAY_MS + 30 * MINUTE_MS + 5_000;
         // minute retention 48h: minute [s, s+1m) kept while s + 1m > now - 48h
         let h = policy.horizon("x", Resolution::Minute, now);
@@ -318,7 +343,7 @@ mod tests {
             Config::from_toml("[retention.namespaces.\"staging\"]\nminute = \"6h\"\n").unwrap();
         {
             let store = Store::open(dir.path(), Default::default()).unwrap();
-            let policy = RetentionPolicy::load(&config, &store).unwrap();
+            let policy = RetentionPolicy::load(&config, store.db()).unwrap();
             assert_eq!(policy.of("staging").source, RetentionSource::Config);
             let bad = RetentionRule {
                 hour: Some(Duration::from_secs(1800)),
@@ -340,7 +365,7 @@ mod tests {
             assert_eq!(r.source, RetentionSource::Override);
         }
         let store = Store::open(dir.path(), Default::default()).unwrap();
-        let policy = RetentionPolicy::load(&config, &store).unwrap();
+        let policy = RetentionPolicy::load(&config, store.db()).unwrap();
         let r = policy.of("staging");
         assert_eq!(
             (r.minute_ms, r.hour_ms, r.source),

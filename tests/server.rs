@@ -370,3 +370,174 @@ fn bad_input_gets_codes_and_the_rest_is_stored() {
         s.get("/v1/query?namespace=p&metric=m&from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z");
     assert_eq!((st, r["points"].as_array().map(Vec::len)), (200, Some(0)));
 }
+
+#[test]
+fn retention_over_http_and_offline_compaction() {
+    let (dir, data) = setup();
+    std::fs::write(
+        dir.path().join("scopemon.toml"),
+        "[storage]\nflush_interval = \"200ms\"\n\
+         [retention.namespaces.\"tmp\"]\nminute = \"1h\"\nhour = \"1h\"\nday = \"1d\"\n",
+    )
+    .expect("config");
+    let mut s = Server::start(dir.path());
+    let (st, r) = s.get("/v1/namespaces/tmp/retention");
+    assert_eq!(
+        (st, r.clone()),
+        (
+            200,
+            json!({"minute": "1h", "hour": "1h", "day": "1d", "source": "config"})
+        )
+    );
+    let (st, r) = s.get("/v1/namespaces/other/retention");
+    assert_eq!(
+        (st, r["minute"].as_str(), r["source"].as_str()),
+        (200, Some("2d"), Some("default"))
+    );
+
+    // Overrides: validated, merged key by key, persisted.
+    for (body, code) in [
+        (r#"{"hour": "30m"}"#, "invalid_parameter"),
+        (r#"{"minute": "soon"}"#, "invalid_parameter"),
+        (r#"{"minute": "0s"}"#, "invalid_parameter"),
+        (r#"{"weeks": "2"}"#, "invalid_parameter"),
+        (r#"{"minute": "40d"}"#, "invalid_parameter"),
+    ] {
+        let r = ureq_put(&s, "/v1/namespaces/other/retention", body);
+        assert_eq!(
+            (r.0, r.1["error"].as_str()),
+            (400, Some(code)),
+            "{body}: {}",
+            r.1
+        );
+    }
+    let r = ureq_put(&s, "/v1/namespaces/other/retention", r#"{"minute": "6h"}"#);
+    assert_eq!(
+        r.1,
+        json!({"minute": "6h", "hour": "30d", "day": "400d", "source": "override"})
+    );
+
+    // Old samples in "tmp": past the minute and hour retention, inside the day's.
+    let t = now_ms() - 3 * 3_600_000;
+    let old: Vec<Value> = (0..120)
+        .map(|i| json!({"namespace": "tmp", "metric": "m", "value": 10 + i, "timestamp": t + i * 30_000}))
+        .collect();
+    assert_eq!(s.ingest(&old)["accepted"], 120);
+    let (st, report) = s.post("/v1/admin/compact", b"");
+    assert_eq!(st, 200, "{report}");
+    assert!(
+        report["removed"]["tmp"]["minute"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(
+        report["removed"]["tmp"]["hour"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(s.get_text("/metrics").contains(
+        "scopemon_compactor_removed_buckets_total{namespace=\"tmp\",resolution=\"minute\"}"
+    ));
+    // the samples still count in their day
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    assert_eq!(q["points"][0]["count"], 120, "{q}");
+
+    // Offline compaction refuses a held store, touching nothing.
+    let compact = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["compact", "--format", "json", "--data-dir"])
+            .arg(&data)
+            .arg("--config")
+            .arg(dir.path().join("scopemon.toml"))
+            .args(extra)
+            .output()
+            .expect("run compact")
+    };
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = compact(extra);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // More old data, then offline: dry run reports and changes nothing.
+    assert_eq!(s.ingest(&old)["accepted"], 120);
+    assert!(s.signal(libc::SIGTERM).success());
+    let file = data.join("scopemon.redb");
+    let before = std::fs::read(&file).expect("read");
+    let out = compact(&["--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dry: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["total_removed"].as_u64().unwrap_or(0) > 0, "{dry}");
+    assert!(
+        std::fs::read(&file).expect("read") == before,
+        "a dry run changed the file"
+    );
+
+    let out = compact(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(done["total_removed"], dry["total_removed"], "{done}");
+    assert!(
+        done["file_bytes_after"].as_u64() <= done["file_bytes_before"].as_u64(),
+        "{done}"
+    );
+
+    // Retention overrides survive; retention show says where they come from.
+    let out = Command::new(BIN)
+        .args([
+            "retention",
+            "show",
+            "--format",
+            "json",
+            "--namespace",
+            "other",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("retention show");
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(shown[0]["minute"], "6h");
+    assert_eq!(shown[0]["source"], "override");
+    let out = Command::new(BIN)
+        .args([
+            "retention",
+            "set",
+            "--namespace",
+            "other",
+            "--hour",
+            "10m",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("retention set");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    let s = Server::start(dir.path());
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    assert_eq!(q["points"][0]["count"], 240, "{q}");
+    let (_, r) = s.get("/v1/namespaces/other/retention");
+    assert_eq!(r["source"], "override");
+}
+
+fn ureq_put(s: &Server, path: &str, body: &str) -> (u16, Value) {
+    let mut r = Server::agent()
+        .put(&format!("{}{path}", s.base))
+        .header("content-type", "application/json")
+        .send(body.as_bytes())
+        .expect("PUT");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}

@@ -29,46 +29,47 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let path = require_store(&a.data_dir)?;
     let config = load_config(a.config.as_deref())?;
-    let mut store = Store::open(
-        &a.data_dir,
-        OpenOptions {
-            create: false,
-            migrate: false,
-        },
-    )?;
-    let policy = RetentionPolicy::load(&config, &store)?;
     let before = std::fs::metadata(&path)?.len();
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} applying retention {bar:40} {pos}/{len} series×resolutions ({eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let opts = CompactOptions {
-        dry_run: a.dry_run,
-        ..CompactOptions::default()
-    };
     let now = scopemon::SystemClock.now_ms();
-    let report = retention::compact(
-        &store,
-        &policy,
-        &mut Codec::new(),
-        now,
-        opts,
-        |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    )?;
-    bar.finish_and_clear();
-    if !a.dry_run {
+    let report = if a.dry_run {
+        // Read-only: a dry run leaves the file byte-for-byte unchanged.
+        let db = scopemon::store::open_read_only(&a.data_dir)?;
+        let policy = RetentionPolicy::load(&config, &db)?;
+        retention::count_expired(&db, &policy, now)?
+    } else {
+        let mut store = Store::open(
+            &a.data_dir,
+            OpenOptions {
+                create: false,
+                migrate: false,
+            },
+        )?;
+        let policy = RetentionPolicy::load(&config, store.db())?;
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{spinner} applying retention {bar:40} {pos}/{len} series×resolutions ({eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let report = retention::compact(
+            &store,
+            &policy,
+            &mut Codec::new(),
+            now,
+            CompactOptions::default(),
+            |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+        )?;
+        bar.finish_and_clear();
         let spinner =
             ProgressBar::new_spinner().with_message("reclaiming file space (redb compact)");
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
         while store.db_mut().compact()? {}
         spinner.finish_and_clear();
-    }
-    drop(store);
+        report
+    };
     let after = std::fs::metadata(&path)?.len();
     match a.format {
         Format::Json => {

@@ -58,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     migrate: false,
                 },
             )?;
-            let policy = RetentionPolicy::load(&config, &store)?;
+            let policy = RetentionPolicy::load(&config, store.db())?;
             let names: Vec<String> = match namespace {
                 Some(ns) => vec![ns],
                 None => {
@@ -122,7 +122,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     migrate: false,
                 },
             )?;
-            let policy = RetentionPolicy::load(&config, &store)?;
+            let policy = RetentionPolicy::load(&config, store.db())?;
             let r =
                 policy.set_override(&store, &namespace, &RetentionRule { minute, hour, day })?;
             let d = r.describe();

@@ -21,6 +21,40 @@ use crate::error::{Error, Result};
 use crate::store::codec::SeriesRecord;
 use crate::store::tables::{FLUSH_SEQ_KEY, META, SERIES};
 
+/// Every series in the catalog of `db` (a writable or read-only handle).
+pub fn load_series(db: &impl ReadableDatabase) -> Result<Vec<(u64, SeriesRecord)>> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(SERIES)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        out.push((k.value(), codec::decode_series(v.value())?));
+    }
+    Ok(out)
+}
+
+/// Opens the store in `data_dir` read-only: nothing, not even redb's
+/// header, is written. Fails when a writer holds it or when it needs crash
+/// recovery (which only a writable open performs).
+pub fn open_read_only(data_dir: &Path) -> Result<redb::ReadOnlyDatabase> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(Error::NotFound(format!("no store at {}", path.display())));
+    }
+    let db = Database::builder()
+        .open_read_only(&path)
+        .map_err(|e| map_open_error(e, &path))?;
+    let found = migrations::recorded_version(&db)?;
+    if found != migrations::CURRENT {
+        return Err(Error::SchemaTooOld {
+            path,
+            found,
+            supported: migrations::CURRENT,
+        });
+    }
+    Ok(db)
+}
+
 /// File name of the store inside the data directory.
 pub const DB_FILE: &str = "scopemon.redb";
 
@@ -171,14 +205,7 @@ impl Store {
 
     /// Every series in the catalog.
     pub fn load_series(&self) -> Result<Vec<(u64, SeriesRecord)>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SERIES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            out.push((k.value(), codec::decode_series(v.value())?));
-        }
-        Ok(out)
+        load_series(&self.db)
     }
 
     /// Last committed flush sequence number.
