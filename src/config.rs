@@ -27,6 +27,76 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// `[health]` (read and validated; used by the health aggregator)
     pub health: HealthConfig,
+    /// `[baseline]`
+    pub baseline: BaselineConfig,
+    /// `[alerts]`
+    pub alerts: AlertsConfig,
+}
+
+/// `[baseline]`: how baselines are computed from history.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// Trailing window of hourly buckets a baseline is computed over.
+    #[serde(deserialize_with = "de_duration")]
+    pub window: Duration,
+    /// How often the background calculator recomputes (and how old a cached
+    /// baseline may be before an on-demand request recomputes it).
+    #[serde(deserialize_with = "de_duration")]
+    pub recompute_interval: Duration,
+    /// Fewer hourly buckets than this answer `insufficient_data`.
+    pub min_buckets: usize,
+    /// Band half-width in robust standard deviations (1.4826 × MAD).
+    pub band: f64,
+    /// History needed before a daily pattern is looked for.
+    #[serde(deserialize_with = "de_duration")]
+    pub seasonal_history: Duration,
+    /// Share of the hourly variance the hour of day must explain (η²) for
+    /// the baseline to be seasonal.
+    pub seasonal_strength: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            window: Duration::from_secs(7 * 86_400),
+            recompute_interval: Duration::from_secs(600),
+            min_buckets: 24,
+            band: 3.0,
+            seasonal_history: Duration::from_secs(14 * 86_400),
+            seasonal_strength: 0.5,
+        }
+    }
+}
+
+/// `[alerts]`: evaluation history and delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// When set, every alert transition is POSTed here as JSON.
+    pub webhook_url: Option<String>,
+    /// Timeout of one webhook attempt.
+    #[serde(deserialize_with = "de_duration")]
+    pub webhook_timeout: Duration,
+    /// Attempts per transition (with exponential backoff between them).
+    pub webhook_attempts: u32,
+    /// Resolved alerts kept in the history (firing ones are always kept).
+    pub history_limit: usize,
+    /// Thresholds defined in the file (`[[alerts.thresholds]]`); they
+    /// replace stored thresholds with the same id at start-up.
+    pub thresholds: Vec<crate::alerts::Threshold>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(2),
+            webhook_attempts: 4,
+            history_limit: 1_000,
+            thresholds: Vec::new(),
+        }
+    }
 }
 
 /// `[server]`
@@ -318,6 +388,32 @@ impl Config {
                 .check_order()
                 .map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
         }
+        let b = &self.baseline;
+        if b.window.is_zero() || b.recompute_interval.is_zero() || b.min_buckets == 0 {
+            return Err(Error::Config(
+                "baseline.window, recompute_interval and min_buckets must be > 0".into(),
+            ));
+        }
+        if !(b.band > 0.0 && b.band.is_finite() && (0.0..=1.0).contains(&b.seasonal_strength)) {
+            return Err(Error::Config(
+                "baseline.band must be > 0 and baseline.seasonal_strength within 0..=1".into(),
+            ));
+        }
+        if let Some(url) = &self.alerts.webhook_url
+            && !url.starts_with("http://")
+        {
+            return Err(Error::Config(format!(
+                "alerts.webhook_url {url:?} must be a plain http:// URL (scopemon speaks no TLS)"
+            )));
+        }
+        for t in &self.alerts.thresholds {
+            t.clone()
+                .validate()
+                .map_err(|e| Error::Config(format!("alerts.thresholds {:?}: {e}", t.id)))?;
+        }
+        if self.alerts.webhook_attempts == 0 {
+            return Err(Error::Config("alerts.webhook_attempts must be >= 1".into()));
+        }
         let m = &self.memory;
         if !(0.0 < m.medium && m.medium < m.high && m.high < m.critical && m.critical <= 1.0) {
             return Err(Error::Config(
@@ -394,6 +490,24 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c.server.listen.port(), 9797);
         assert_eq!(c.storage.flush_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_shipped_threshold_examples_are_valid_when_uncommented() {
+        let text = include_str!("../config/scopemon.toml");
+        let start = text.find("# [[alerts.thresholds]]").unwrap();
+        let end = text[start..]
+            .find("\n\n[")
+            .map_or(text.len(), |e| start + e);
+        let uncommented: String = text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&uncommented).unwrap();
+        let ids: Vec<&str> = c.alerts.thresholds.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["slow-operations", "error-rate", "stalled"]);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
+pub mod baseline;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -22,6 +22,8 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
+use crate::alerts::{Alert, AlertState, Alerts, PerformanceHealth, Threshold, Transition};
+use crate::baseline::{self, Baseline, BaselineCache, Selection};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Retention};
 use crate::error::{Error, Result};
@@ -104,6 +106,8 @@ struct Engine {
     registry: Registry,
     store: Store,
     policy: RetentionPolicy,
+    baselines: BaselineCache,
+    alerts: Alerts,
     gate: RwLock<()>,
     /// Serialises flushes and rollups; holds their codec buffers.
     writer: Mutex<Codec>,
@@ -157,11 +161,15 @@ impl MonitorBuilder {
             registry.insert_loaded(id, rec.key, rec.first_seen, rec.last_seen);
         }
         let policy = RetentionPolicy::load(&self.config, store.db())?;
+        let baselines = BaselineCache::load(store.db())?;
+        let alerts = Alerts::load(&store, &self.config.alerts, &self.config.alerts.thresholds)?;
         let engine = Arc::new(Engine {
             config: self.config,
             clock: self.clock,
             registry,
             policy,
+            baselines,
+            alerts,
             store,
             gate: RwLock::new(()),
             writer: Mutex::new(Codec::new()),
@@ -188,6 +196,16 @@ impl MonitorBuilder {
         } else {
             None
         };
+        let baseliner = if self.background {
+            let e = engine.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("scopemon-baseline".into())
+                    .spawn(move || baseline_loop(&e))?,
+            )
+        } else {
+            None
+        };
         let compactor = if self.background {
             let e = engine.clone();
             Some(
@@ -200,7 +218,13 @@ impl MonitorBuilder {
         };
         Ok(Monitor {
             engine,
-            threads: Mutex::new(flusher.into_iter().chain(compactor).collect()),
+            threads: Mutex::new(
+                flusher
+                    .into_iter()
+                    .chain(compactor)
+                    .chain(baseliner)
+                    .collect(),
+            ),
         })
     }
 }
@@ -242,6 +266,26 @@ fn flusher_loop(e: &Engine) {
             .wait_for(&mut stop, Duration::from_millis(wait_ms as u64));
         if *stop {
             return;
+        }
+    }
+}
+
+/// Recomputes baselines every `baseline.recompute_interval` until stopped.
+fn baseline_loop(e: &Engine) {
+    loop {
+        let mut stop = e.stop.lock();
+        if *stop {
+            return;
+        }
+        e.wake
+            .wait_for(&mut stop, e.config.baseline.recompute_interval);
+        if *stop {
+            return;
+        }
+        drop(stop);
+        match e.recompute_baselines() {
+            Ok(n) => tracing::debug!(series = n, "baselines recomputed"),
+            Err(err) => tracing::error!(error = %err, "baseline computation failed; will retry"),
         }
     }
 }
@@ -336,7 +380,42 @@ impl Engine {
         }
     }
 
+    /// Baselines of every series with data in the baseline window.
+    fn recompute_baselines(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let window = i64::try_from(self.config.baseline.window.as_millis()).unwrap_or(i64::MAX);
+        let src = self.source();
+        let mut out = Vec::new();
+        for s in self.registry.in_namespace(None) {
+            if s.last_seen() < now.saturating_sub(window) {
+                continue;
+            }
+            let sel = Selection::of(&s);
+            out.push((
+                sel.clone(),
+                baseline::compute(&src, &self.config.baseline, &sel, now)?,
+            ));
+        }
+        let n = out.len();
+        self.baselines.put_all(&self.store, out)?;
+        Ok(n)
+    }
+
+    fn evaluate_alerts(&self, now: i64) -> Result<Vec<Transition>> {
+        self.alerts
+            .evaluate(&self.source(), &self.store, &self.baselines, now)
+    }
+
     fn flush(&self, now: i64) -> Result<FlushReport> {
+        let report = self.flush_only(now)?;
+        // Thresholds are evaluated after every flush.
+        if let Err(err) = self.evaluate_alerts(now) {
+            tracing::error!(error = %err, "alert evaluation failed");
+        }
+        Ok(report)
+    }
+
+    fn flush_only(&self, now: i64) -> Result<FlushReport> {
         let mut codec = self.writer.lock();
         match flush::flush(&self.registry, &self.store, &self.gate, &mut codec, now) {
             Ok(r) => {
@@ -627,6 +706,70 @@ impl Monitor {
             e.compacted.lock().clone(),
             e.last_compaction.lock().clone(),
         )
+    }
+
+    /// The baseline of a selection: the cached one when younger than the
+    /// recompute interval, else computed now (and cached).
+    pub fn baseline(&self, sel: &Selection) -> Result<Baseline> {
+        let e = &self.engine;
+        let now = e.clock.now_ms();
+        let max_age =
+            i64::try_from(e.config.baseline.recompute_interval.as_millis()).unwrap_or(i64::MAX);
+        if let Some(b) = e
+            .baselines
+            .get(sel)
+            .filter(|b| now - b.computed_at_ms < max_age)
+        {
+            return Ok((*b).clone());
+        }
+        let b = baseline::compute(&e.source(), &e.config.baseline, sel, now)?;
+        e.baselines
+            .put_all(&e.store, vec![(sel.clone(), b.clone())])?;
+        Ok(b)
+    }
+
+    /// Recomputes the baseline of every series active in the window (what
+    /// the background calculator does); returns how many.
+    pub fn recompute_baselines(&self) -> Result<usize> {
+        self.engine.recompute_baselines()
+    }
+
+    /// Creates or replaces a threshold.
+    pub fn put_threshold(&self, t: Threshold) -> Result<Threshold> {
+        self.engine.alerts.put_threshold(&self.engine.store, t)
+    }
+
+    /// Every threshold.
+    pub fn thresholds(&self) -> Vec<Threshold> {
+        self.engine.alerts.thresholds()
+    }
+
+    /// Deletes a threshold (its firing alerts resolve); false if unknown.
+    pub fn delete_threshold(&self, id: &str) -> Result<bool> {
+        let e = &self.engine;
+        e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+    }
+
+    /// Alerts, newest first.
+    pub fn alerts(&self, state: Option<AlertState>) -> Vec<Alert> {
+        self.engine.alerts.alerts(state)
+    }
+
+    /// Evaluates every threshold now (also done after every flush).
+    pub fn evaluate_alerts(&self) -> Result<Vec<Transition>> {
+        self.engine.evaluate_alerts(self.engine.clock.now_ms())
+    }
+
+    /// check_performance_health of a namespace.
+    pub fn performance_health(&self, namespace: &str) -> Result<PerformanceHealth> {
+        let e = &self.engine;
+        e.alerts
+            .performance_health(&e.source(), &e.baselines, namespace, e.clock.now_ms())
+    }
+
+    /// Alert counters (for `/metrics`).
+    pub fn alert_counters(&self) -> &crate::alerts::AlertCounters {
+        &self.engine.alerts.counters
     }
 
     /// Moves closed minutes' deltas into minute/hour/day records now.

@@ -541,3 +541,115 @@ fn ureq_put(s: &Server, path: &str, body: &str) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
 }
+
+#[test]
+fn thresholds_alerts_and_baselines_over_http() {
+    let (dir, data) = setup();
+    let s = Server::start(dir.path());
+    let good = json!({"id": "slow-config", "namespace": "production", "metric": "foundation.*",
+        "kind": "latency", "aggregation": "p99", "op": "gt",
+        "warning": 10000, "critical": 50000, "window": "minute", "for": "120s"});
+    let (st, r) = put_json(&s, "/v1/thresholds", &good);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["for"], "2m");
+    for (patch, needle) in [
+        (json!({"aggregation": "p42"}), "unknown aggregation"),
+        (json!({"metric": "no spaces"}), "metric glob"),
+        (json!({"warning": 90000}), "beyond critical"),
+        (json!({"op": "sideways"}), "not a threshold"),
+        (json!({"bogus": 1}), "not a threshold"),
+    ] {
+        let mut bad = good.clone();
+        for (k, v) in patch.as_object().expect("object") {
+            bad[k] = v.clone();
+        }
+        let (st, r) = put_json(&s, "/v1/thresholds", &bad);
+        assert_eq!(
+            (st, r["error"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{r}"
+        );
+        assert!(r["message"].as_str().unwrap_or("").contains(needle), "{r}");
+    }
+    let (_, list) = s.get("/v1/thresholds");
+    assert_eq!(list["thresholds"].as_array().map(Vec::len), Some(1));
+
+    // a sample breaching the critical level fires at the next flush (for=0)
+    let fast = json!({"id": "now", "namespace": "production", "metric": "*",
+        "aggregation": "max", "op": "gt", "critical": 100000});
+    assert_eq!(put_json(&s, "/v1/thresholds", &fast).0, 200);
+    s.ingest(&[
+        json!({"namespace": "production", "metric": "foundation.config.get", "value": 200000}),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let firing = loop {
+        let (_, a) = s.get("/v1/alerts?state=firing");
+        if a["alerts"].as_array().is_some_and(|v| !v.is_empty()) || Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(firing["alerts"][0]["threshold_id"], "now", "{firing}");
+    assert_eq!(firing["alerts"][0]["severity"], "critical");
+    let (_, h) = s.get("/v1/health/performance?namespace=production");
+    assert_eq!(h["status"], "unhealthy", "{h}");
+    assert!(
+        s.get_text("/metrics")
+            .contains("scopemon_alert_transitions_total{to=\"firing\"} 1")
+    );
+    let (st, r) = s.get("/v1/alerts?state=sideways");
+    assert_eq!((st, r["error"].as_str()), (400, Some("invalid_parameter")));
+
+    // baselines: not enough history yet
+    let (st, b) = s.get("/v1/baseline?namespace=production&metric=foundation.config.get");
+    assert_eq!(
+        (st, b["status"].as_str(), b["buckets"].as_u64()),
+        (200, Some("insufficient_data"), Some(0)),
+        "{b}"
+    );
+    let (st, _) = s.get("/v1/baseline?namespace=production&metric=nope");
+    assert_eq!(st, 404);
+
+    let del = |id: &str| {
+        let r = Server::agent()
+            .delete(&format!("{}/v1/thresholds/{id}", s.base))
+            .call()
+            .expect("DELETE");
+        r.status().as_u16()
+    };
+    assert_eq!(del("now"), 200);
+    assert_eq!(del("now"), 404);
+    let (_, a) = s.get("/v1/alerts?state=resolved");
+    assert_eq!(
+        a["alerts"][0]["threshold_id"], "now",
+        "deleting a threshold resolves its alerts"
+    );
+    drop(s);
+
+    // the offline baseline command answers from the file
+    let out = Command::new(BIN)
+        .args([
+            "baseline",
+            "--namespace",
+            "production",
+            "--metric",
+            "foundation.config.get",
+            "--format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("baseline");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(b["status"], "insufficient_data");
+}
+
+fn put_json(s: &Server, path: &str, body: &Value) -> (u16, Value) {
+    ureq_put(s, path, &body.to_string())
+}

@@ -2,6 +2,7 @@
 //! Errors get `anyhow` context here, at the edge, and end as one line on
 //! stderr with exit code 1 (2 when another process holds the store).
 
+mod baseline;
 mod check;
 mod compact;
 mod migrate;
@@ -39,6 +40,8 @@ enum Command {
     Query(query::QueryArgs),
     /// One aggregate per series over the last window, from a stopped store.
     Summary(query::SummaryArgs),
+    /// Baseline of one metric, from a stopped store.
+    Baseline(baseline::Args),
     /// Apply pending schema migrations to a stopped store.
     Migrate(migrate::Args),
     /// Check a stopped store's integrity.
@@ -72,6 +75,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Query(a) => query::run_query(a),
         Command::Summary(a) => query::run_summary(a),
         Command::Migrate(a) => migrate::run(a),
+        Command::Baseline(a) => baseline::run(a),
         Command::Check(a) => check::run(a),
         Command::Retention(a) => retention::run(a),
         Command::Compact(a) => compact::run(a),

@@ -4,6 +4,7 @@
 //! `promtool check metrics` is clean.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::header;
@@ -79,6 +80,61 @@ pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
             f.buckets as f64,
         );
     }
+    let c = st.monitor.alert_counters();
+    let _ = writeln!(
+        out,
+        "# HELP scopemon_alert_transitions_total Alert transitions by kind.\n# TYPE scopemon_alert_transitions_total counter"
+    );
+    for (to, n) in [
+        ("firing", &c.fired),
+        ("upgraded", &c.upgraded),
+        ("resolved", &c.resolved),
+    ] {
+        let _ = writeln!(
+            out,
+            "scopemon_alert_transitions_total{{to=\"{to}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let firing = st
+        .monitor
+        .alerts(Some(crate::alerts::AlertState::Firing))
+        .len();
+    metric(
+        &mut out,
+        "scopemon_alerts_firing",
+        "gauge",
+        "Alerts firing now.",
+        firing as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_webhook_failures_total",
+        "counter",
+        "Alert deliveries that failed every attempt.",
+        c.webhook_failures.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_webhook_dropped_total",
+        "counter",
+        "Alert deliveries dropped on a full queue.",
+        c.webhook_dropped.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_alert_evaluations_total",
+        "counter",
+        "Alert evaluation cycles.",
+        c.evaluations.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        &mut out,
+        "scopemon_last_alert_evaluation_seconds",
+        "gauge",
+        "Duration of the last alert evaluation cycle.",
+        c.last_evaluation_us.load(Ordering::Relaxed) as f64 / 1e6,
+    );
     let (runs, removed, last) = st.monitor.compaction_stats();
     metric(
         &mut out,

@@ -2,6 +2,7 @@
 //! No business logic lives here; handlers translate to [`Monitor`] calls.
 
 mod admin;
+mod alerts;
 mod health;
 mod ingest;
 mod metrics;
@@ -109,7 +110,8 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
     let mut v1 = Router::new()
         .merge(ingest::routes(max_body))
         .merge(query::routes())
-        .merge(admin::routes());
+        .merge(admin::routes())
+        .merge(alerts::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),

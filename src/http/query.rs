@@ -20,15 +20,19 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/namespaces", get(namespaces))
 }
 
-type Params = Query<Vec<(String, String)>>;
+pub(super) type Params = Query<Vec<(String, String)>>;
 
 /// Parameters by name, refusing unknown and repeated ones.
-struct P {
+pub(super) struct P {
     pairs: Vec<(String, String)>,
 }
 
 impl P {
-    fn new(pairs: Vec<(String, String)>, known: &[&str], tags_allowed: bool) -> Result<P, Error> {
+    pub(super) fn new(
+        pairs: Vec<(String, String)>,
+        known: &[&str],
+        tags_allowed: bool,
+    ) -> Result<P, Error> {
         for (i, (k, _)) in pairs.iter().enumerate() {
             let is_tag = tags_allowed && k.starts_with("tag.") && k.len() > 4;
             if !is_tag && !known.contains(&k.as_str()) {
@@ -47,24 +51,24 @@ impl P {
         Ok(P { pairs })
     }
 
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(super) fn get(&self, k: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(k2, _)| k2 == k)
             .map(|(_, v)| v.as_str())
     }
 
-    fn required(&self, k: &str) -> Result<&str, Error> {
+    pub(super) fn required(&self, k: &str) -> Result<&str, Error> {
         self.get(k)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| Error::InvalidParameter(format!("parameter {k:?} is required")))
     }
 
-    fn kind(&self) -> Result<Option<Kind>, Error> {
+    pub(super) fn kind(&self) -> Result<Option<Kind>, Error> {
         self.get("kind").map(str::parse).transpose()
     }
 
-    fn tags(&self) -> Result<Tags, Error> {
+    pub(super) fn tags(&self) -> Result<Tags, Error> {
         let pairs: Vec<(&str, &str)> = self
             .pairs
             .iter()

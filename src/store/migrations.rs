@@ -16,6 +16,8 @@ use crate::store::tables::META;
 mod v0001_initial;
 #[path = "../../migrations/v0002_retention.rs"]
 mod v0002_retention;
+#[path = "../../migrations/v0003_baselines_alerts.rs"]
+mod v0003_baselines_alerts;
 
 /// One schema step.
 pub struct Migration {
@@ -38,10 +40,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention",
         up: v0002_retention::up,
     },
+    Migration {
+        version: 3,
+        name: "baselines_alerts",
+        up: v0003_baselines_alerts::up,
+    },
 ];
 
 /// Newest schema version this build writes.
-pub const CURRENT: u64 = 2;
+pub const CURRENT: u64 = 3;
 
 /// Key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";

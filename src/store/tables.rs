@@ -21,6 +21,13 @@ pub const DAY: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("day");
 /// Namespace -> retention override record (schema 2).
 pub const RETENTION: TableDefinition<&str, &[u8]> = TableDefinition::new("retention");
 
+/// Selection key -> cached baseline (schema 3).
+pub const BASELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("baselines");
+/// Threshold id -> threshold (schema 3).
+pub const THRESHOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("thresholds");
+/// Alert id -> alert (schema 3).
+pub const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
+
 /// Key of the last committed flush sequence in `META`.
 pub const FLUSH_SEQ_KEY: &str = "flush_seq";
 
