@@ -194,20 +194,23 @@ impl Accumulators {
     }
 }
 
-/// Adds every unrolled delta of series `sid` with minute in [lo, hi).
+/// Adds every unrolled delta of series `sid` with minute in [lo, hi) into
+/// the accumulator `slot(minute)` picks.
+#[allow(clippy::too_many_arguments)]
 fn add_deltas(
     rtx: &ReadTransaction,
     codec: &mut Codec,
     sid: u64,
     lo: i64,
     hi: i64,
-    mut into: impl FnMut(i64, &Stats) -> Result<()>,
+    kind: Kind,
+    acc: &mut Accumulators,
+    slot: impl Fn(i64) -> (usize, i64),
 ) -> Result<()> {
     let table = rtx.open_table(DELTAS)?;
     for entry in table.range((sid, lo, 0)..(sid, hi, 0))? {
         let (k, v) = entry?;
-        let rec = codec.decode(v.value())?;
-        into(k.value().1, &rec.stats)?;
+        codec.decode_into(v.value(), acc.get(slot(k.value().1), kind))?;
     }
     Ok(())
 }
@@ -296,13 +299,12 @@ fn bucket_points(
     let table = rtx.open_table(tables::buckets(res))?;
     for s in series {
         let sid = s.id();
-        add_deltas(&rtx, &mut codec, sid, first, hi, |m, st| {
-            acc.get((0, res.align(m)), kind).merge(st)
+        add_deltas(&rtx, &mut codec, sid, first, hi, kind, &mut acc, |m| {
+            (0, res.align(m))
         })?;
         for entry in table.range((sid, first)..(sid, to))? {
             let (k, v) = entry?;
-            let rec = codec.decode(v.value())?;
-            acc.get((0, k.value().1), kind).merge(&rec.stats)?;
+            codec.decode_into(v.value(), acc.get((0, k.value().1), kind))?;
         }
     }
     Ok(acc
@@ -344,8 +346,18 @@ pub fn range_stats(
                 p
             }
         };
-        let a = acc.get((group(i), 0), s.key().kind);
-        add_deltas(&rtx, &mut codec, s.id(), lo, hi, |_, st| a.merge(st))?;
+        let g = group(i);
+        add_deltas(
+            &rtx,
+            &mut codec,
+            s.id(),
+            lo,
+            hi,
+            s.key().kind,
+            &mut acc,
+            |_| (g, 0),
+        )?;
+        let a = acc.get((g, 0), s.key().kind);
         let sid = s.id();
         if parts.days.0 < parts.days.1 {
             reader.scan(
@@ -456,9 +468,10 @@ impl RecordReader {
         let Some(v) = self.table(parent).get((sid, start))? else {
             return Ok(()); // no data at all in this parent bucket
         };
-        let rec = codec.decode(v.value())?;
-        if rec.first >= a && rec.last < b {
-            return into.merge(&rec.stats);
+        let (first, last) = codec.span(v.value())?;
+        if first >= a && last < b {
+            codec.decode_into(v.value(), into)?;
+            return Ok(());
         }
         // [a, b) is aligned to the child resolution in both uses.
         let child = match parent {

@@ -126,12 +126,141 @@ impl Codec {
         })
     }
 
-    /// Decodes a bucket and merges it into `into`; returns its span.
-    pub fn decode_into(&mut self, bytes: &[u8], into: &mut Stats) -> Result<(i64, i64)> {
-        let rec = self.decode(bytes)?;
-        into.merge(&rec.stats)?;
-        Ok((rec.first, rec.last))
+    /// The (first, last) minutes a record covers, without decoding its
+    /// histogram.
+    pub fn span(&self, bytes: &[u8]) -> Result<(i64, i64)> {
+        let (&version, body) = bytes.split_first().ok_or_else(|| corrupt("empty record"))?;
+        if version != BUCKET_V1 {
+            return Err(corrupt(format!("unknown bucket record version {version}")));
+        }
+        let (body, _): (BucketBodyV1<'_>, usize) =
+            bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| corrupt(format!("bad bucket body: {e}")))?;
+        Ok((body.first, body.last))
     }
+
+    /// Decodes a bucket and merges it into `into`; returns its span.
+    ///
+    /// Plain V2 histograms of the same configuration as `into` (the usual
+    /// case) are added count by count straight into `into`, skipping the
+    /// fresh histogram (26 KiB to allocate, zero and add back) that the
+    /// crate's deserializer would build; anything else takes that path.
+    pub fn decode_into(&mut self, bytes: &[u8], into: &mut Stats) -> Result<(i64, i64)> {
+        let (&version, body) = bytes.split_first().ok_or_else(|| corrupt("empty record"))?;
+        if version != BUCKET_V1 {
+            return Err(corrupt(format!("unknown bucket record version {version}")));
+        }
+        let (body, _): (BucketBodyV1<'_>, usize) =
+            bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| corrupt(format!("bad bucket body: {e}")))?;
+        match merge_v2(body.hist, &mut into.hist) {
+            Some(res) => res?,
+            None => {
+                let mut reader = body.hist;
+                let hist = self
+                    .de
+                    .deserialize::<u64, _>(&mut reader)
+                    .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+                into.hist
+                    .add(&hist)
+                    .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))?;
+            }
+        }
+        into.sum += body.sum;
+        into.min = into.min.min(body.min);
+        into.max = into.max.max(body.max);
+        into.errors += body.errors;
+        Ok((body.first, body.last))
+    }
+}
+
+/// Cookie of a plain (uncompressed) V2 histogram.
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+/// Bytes of the V2 header before the counts payload.
+const V2_HEADER: usize = 40;
+
+/// Reads hdrhistogram's LEB128 variant: up to 8 bytes of 7 bits, then a
+/// 9th byte of 8 bits. Returns (value, bytes read).
+fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for i in 0..9 {
+        let b = *buf.get(i)?;
+        if i == 8 {
+            return Some((value | (u64::from(b) << 56), 9));
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Adds a plain V2-encoded histogram into `into` without materialising it.
+/// `None` when the encoding is not plain V2 of `into`'s exact configuration
+/// (compressed, other bounds or precision): the caller then uses the
+/// crate's deserializer. The index → value mapping is HdrHistogram's
+/// (`value_for` in the crate); the codec tests check it against the crate.
+fn merge_v2(buf: &[u8], into: &mut hdrhistogram::Histogram<u64>) -> Option<Result<()>> {
+    let be32 = |at: usize| {
+        buf.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    let be64 = |at: usize| {
+        buf.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    if be32(0)? != V2_COOKIE || be32(8)? != 0 || f64::from_bits(be64(32)?) != 1.0 {
+        return None;
+    }
+    let digits = be32(12)?;
+    if digits != u32::from(into.sigfig()) || be64(16)? != into.low() || be64(24)? != into.high() {
+        return None;
+    }
+    let len = usize::try_from(be32(4)?).ok()?;
+    let Some(payload) = buf.get(V2_HEADER..V2_HEADER + len) else {
+        return Some(Err(corrupt("histogram payload is truncated")));
+    };
+    let largest = 2.0 * 10f64.powi(digits as i32);
+    let half_magnitude = largest.log2().ceil() as u32 - 1;
+    let half_count = 1usize << half_magnitude;
+    let unit_magnitude = (into.low() as f64).log2().floor() as u32;
+    let value_for = |index: usize| -> Option<u64> {
+        let mut bucket = (index >> half_magnitude) as i64 - 1;
+        let mut sub = (index & (half_count - 1)) + half_count;
+        if bucket < 0 {
+            sub -= half_count;
+            bucket = 0;
+        }
+        (sub as u64).checked_shl(u32::try_from(bucket).ok()? + unit_magnitude)
+    };
+    let mut index = 0usize;
+    let mut pos = 0;
+    while pos < payload.len() {
+        let Some((zz, n)) = read_varint(&payload[pos..]) else {
+            return Some(Err(corrupt("histogram payload ends inside a number")));
+        };
+        pos += n;
+        let v = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+        if v < 0 {
+            index = index.saturating_add(v.unsigned_abs() as usize);
+            continue;
+        }
+        if v > 0 {
+            let recorded = value_for(index)
+                .filter(|&value| value <= into.high())
+                .and_then(|value| into.record_n(value, v as u64).ok());
+            if recorded.is_none() {
+                return Some(Err(corrupt(format!(
+                    "histogram count at index {index} is out of range"
+                ))));
+            }
+        }
+        index += 1;
+    }
+    Some(Ok(()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,6 +352,51 @@ mod tests {
             assert_eq!(r.stats.errors, 1);
             assert_eq!(r.stats.max, 99_000.0);
             assert_eq!(r.stats.hist, s.hist);
+        }
+    }
+
+    #[test]
+    fn merging_in_place_equals_the_crates_decoder() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut c = Codec::new();
+        for kind in Kind::ALL {
+            for digits in [1u8, 2, 3] {
+                let p = Precision::new(digits).unwrap();
+                let mut a = Stats::new(kind, p);
+                let mut b = Stats::new(kind, p);
+                for i in 0..500 {
+                    // spread over the whole range, log-uniformly
+                    let v = (next() % kind.max_scaled()) >> (next() % 40);
+                    b.record_scaled(v, v as f64, i % 3 == 0);
+                    a.record_scaled(v / 2 + 1, 1.0, false);
+                }
+                let mut buf = Vec::new();
+                c.encode(&b, 0, 0, false, &mut buf).unwrap();
+                let mut fast = a.clone();
+                c.decode_into(&buf, &mut fast).unwrap();
+                let mut slow = a.clone();
+                slow.merge(&c.decode(&buf).unwrap().stats).unwrap();
+                assert_eq!(fast.hist, slow.hist, "{kind:?} {digits}");
+                assert_eq!(
+                    (fast.count(), fast.errors, fast.min, fast.max),
+                    (slow.count(), slow.errors, slow.min, slow.max)
+                );
+                assert_eq!(fast.sum, slow.sum);
+                // compressed and other precisions go the crate's way
+                c.encode(&b, 0, 0, true, &mut buf).unwrap();
+                let mut other = Stats::new(
+                    kind,
+                    Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
+                );
+                c.decode_into(&buf, &mut other).unwrap();
+                assert_eq!(other.count(), b.count());
+            }
         }
     }
 
