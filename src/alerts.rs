@@ -945,7 +945,8 @@ mod tests {
 
     #[test]
     fn invalid_thresholds_say_why() {
-        let cases: Vec<(fn(&mut Threshold), &str)> = vec![
+        type Mutation = fn(&mut Threshold);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|t| t.aggregation = "p42".into(), "unknown aggregation"),
             (|t| t.metric = "bad glob!".into(), "metric glob"),
             (
