@@ -310,7 +310,7 @@ pub struct Alert {
     pub resolved_at: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct AlertRecordV1 {
     series_id: u64,
     started_ms: i64,
@@ -333,9 +333,37 @@ struct Pending {
     severity: Severity,
 }
 
-#[derive(Debug, Clone)]
-struct Firing {
-    alert_id: u64,
+/// Per-threshold, per-series evaluation state. Keyed by threshold id first
+/// so the hot loop looks up by `&str` without building keys.
+#[derive(Debug, Default)]
+struct State {
+    pending: HashMap<String, HashMap<u64, Pending>>,
+    /// threshold id -> series id -> alert id
+    firing: HashMap<String, HashMap<u64, u64>>,
+    history: BTreeMap<u64, AlertRecordV1>,
+}
+
+impl State {
+    fn resolve(
+        &mut self,
+        tid: &str,
+        sid: u64,
+        value: Option<f64>,
+        now_ms: i64,
+    ) -> Option<Transition> {
+        let alert_id = self.firing.get_mut(tid)?.remove(&sid)?;
+        let rec = self.history.get_mut(&alert_id)?;
+        rec.alert.state = AlertState::Resolved;
+        rec.alert.resolved_at = Some(format_ts(now_ms));
+        rec.resolved_ms = Some(now_ms);
+        if let Some(v) = value {
+            rec.alert.value = v;
+        }
+        Some(Transition {
+            event: "resolved",
+            alert: rec.alert.clone(),
+        })
+    }
 }
 
 /// A performance issue reported by check_performance_health.
@@ -386,9 +414,7 @@ pub struct AlertCounters {
 /// Thresholds, alert state and history, and the webhook queue.
 pub struct Alerts {
     rules: RwLock<BTreeMap<String, Rule>>,
-    pending: Mutex<HashMap<(String, u64), Pending>>,
-    firing: Mutex<HashMap<(String, u64), Firing>>,
-    history: Mutex<BTreeMap<u64, AlertRecordV1>>,
+    state: Mutex<State>,
     next_id: AtomicU64,
     history_limit: usize,
     webhook: Option<SyncSender<Transition>>,
@@ -431,7 +457,7 @@ impl Alerts {
     pub fn load(store: &Store, cfg: &AlertsConfig, configured: &[Threshold]) -> Result<Alerts> {
         let mut rules = BTreeMap::new();
         let mut history = BTreeMap::new();
-        let mut firing = HashMap::new();
+        let mut firing: HashMap<String, HashMap<u64, u64>> = HashMap::new();
         {
             let txn = store.db().begin_read()?;
             for e in txn.open_table(THRESHOLDS)?.iter()? {
@@ -444,12 +470,10 @@ impl Alerts {
                 let (k, v) = e?;
                 let rec: AlertRecordV1 = decode_json("alerts", v.value())?;
                 if rec.alert.state == AlertState::Firing {
-                    firing.insert(
-                        (rec.alert.threshold_id.clone(), rec.series_id),
-                        Firing {
-                            alert_id: k.value(),
-                        },
-                    );
+                    firing
+                        .entry(rec.alert.threshold_id.clone())
+                        .or_default()
+                        .insert(rec.series_id, k.value());
                 }
                 history.insert(k.value(), rec);
             }
@@ -462,9 +486,11 @@ impl Alerts {
         let alerts = Alerts {
             next_id: AtomicU64::new(history.keys().next_back().map_or(1, |k| k + 1)),
             rules: RwLock::new(rules),
-            pending: Mutex::new(HashMap::new()),
-            firing: Mutex::new(firing),
-            history: Mutex::new(history),
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                firing,
+                history,
+            }),
             history_limit: cfg.history_limit,
             webhook,
             counters,
@@ -487,7 +513,7 @@ impl Alerts {
         let spec = rule.spec.clone();
         self.rules.write().insert(spec.id.clone(), rule);
         // A changed rule starts its pending timers afresh.
-        self.pending.lock().retain(|(tid, _), _| tid != &spec.id);
+        self.state.lock().pending.remove(&spec.id);
         Ok(spec)
     }
 
@@ -505,20 +531,19 @@ impl Alerts {
         txn.open_table(THRESHOLDS)?.remove(id)?;
         txn.commit()?;
         self.rules.write().remove(id);
-        self.pending.lock().retain(|(tid, _), _| tid != id);
-        let keys: Vec<(String, u64)> = self
+        let mut state = self.state.lock();
+        state.pending.remove(id);
+        let sids: Vec<u64> = state
             .firing
-            .lock()
-            .keys()
-            .filter(|(t, _)| t == id)
-            .cloned()
+            .get(id)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        let transitions: Vec<Transition> = sids
+            .into_iter()
+            .filter_map(|sid| state.resolve(id, sid, None, now_ms))
             .collect();
-        let mut transitions = Vec::new();
-        for key in keys {
-            if let Some(t) = self.resolve(&key, None, now_ms) {
-                transitions.push(t);
-            }
-        }
+        state.firing.remove(id);
+        drop(state);
         self.persist(store, &transitions)?;
         self.announce(transitions);
         Ok(true)
@@ -526,8 +551,9 @@ impl Alerts {
 
     /// Alerts, newest first, optionally only those in `state`.
     pub fn alerts(&self, state: Option<AlertState>) -> Vec<Alert> {
-        self.history
+        self.state
             .lock()
+            .history
             .values()
             .rev()
             .filter(|r| state.is_none_or(|s| r.alert.state == s))
@@ -535,23 +561,11 @@ impl Alerts {
             .collect()
     }
 
-    fn resolve(&self, key: &(String, u64), value: Option<f64>, now_ms: i64) -> Option<Transition> {
-        let f = self.firing.lock().remove(key)?;
-        let mut history = self.history.lock();
-        let rec = history.get_mut(&f.alert_id)?;
-        rec.alert.state = AlertState::Resolved;
-        rec.alert.resolved_at = Some(format_ts(now_ms));
-        rec.resolved_ms = Some(now_ms);
-        if let Some(v) = value {
-            rec.alert.value = v;
-        }
-        Some(Transition {
-            event: "resolved",
-            alert: rec.alert.clone(),
-        })
-    }
-
     /// Evaluates every threshold at `now_ms`; returns the transitions made.
+    ///
+    /// Thresholds are grouped by (namespace, kind, window): each group reads
+    /// the window statistics of its active series once (one snapshot), and
+    /// each metric's matching thresholds are found once per cycle.
     pub fn evaluate(
         &self,
         src: &Source<'_>,
@@ -561,69 +575,69 @@ impl Alerts {
     ) -> Result<Vec<Transition>> {
         let started = std::time::Instant::now();
         let rules: Vec<Rule> = self.rules.read().values().cloned().collect();
-        // Window statistics per (namespace, kind, window) are computed once
-        // per cycle for every active series, and shared by all thresholds.
-        let mut windows: HashMap<(String, Kind, i64), HashMap<u64, crate::stats::Point>> =
-            HashMap::new();
+        let mut groups: BTreeMap<(&str, Kind, i64), Vec<&Rule>> = BTreeMap::new();
+        for r in &rules {
+            groups
+                .entry((r.spec.namespace.as_str(), r.spec.kind, r.window_ms))
+                .or_default()
+                .push(r);
+        }
         let mut transitions = Vec::new();
-        for rule in &rules {
-            let t = &rule.spec;
-            let key = (t.namespace.clone(), t.kind, rule.window_ms);
-            if !windows.contains_key(&key) {
-                let from = Resolution::Minute.align(now_ms) - rule.window_ms;
-                let series: Vec<Arc<Series>> = src
-                    .registry
-                    .in_namespace(Some(&t.namespace))
-                    .into_iter()
-                    .filter(|s| s.key().kind == t.kind && s.last_seen() >= from)
-                    .collect();
-                let stats = if series.is_empty() {
-                    Vec::new()
-                } else {
-                    range_stats(src, &series, from, now_ms + 1, true)?
-                };
-                let points = series
-                    .iter()
-                    .zip(stats)
-                    .filter_map(|(s, st)| {
-                        Some((s.id(), st.point(t.kind, from, now_ms + 1 - from)?))
-                    })
-                    .collect();
-                windows.insert(key.clone(), points);
+        for ((ns, kind, window_ms), group) in groups {
+            let from = Resolution::Minute.align(now_ms) - window_ms;
+            let series: Vec<Arc<Series>> = src
+                .registry
+                .in_namespace(Some(ns))
+                .into_iter()
+                .filter(|s| s.key().kind == kind && s.last_seen() >= from)
+                .collect();
+            if series.is_empty() {
+                continue;
             }
-            let points = &windows[&key];
-            for s in src.registry.in_namespace(Some(&t.namespace)) {
-                if s.key().kind != t.kind || !glob_match(&t.metric, &s.key().metric) {
-                    continue;
-                }
+            let stats = range_stats(src, &series, from, now_ms + 1, true)?;
+            let mut by_metric: HashMap<&str, Vec<&Rule>> = HashMap::new();
+            let mut state = self.state.lock();
+            for (s, st) in series.iter().zip(&stats) {
                 // A window with no samples changes nothing.
-                let Some(p) = points.get(&s.id()) else {
+                let Some(p) = st.point(kind, from, now_ms + 1 - from) else {
                     continue;
                 };
-                let Some(value) = baseline::aggregate(p, &t.aggregation) else {
-                    continue;
-                };
-                let levels = match t.baseline_factor {
-                    None => (t.warning, t.critical),
-                    Some(f) => match baselines.get(&Selection::of(&s)) {
-                        Some(b) if b.status == BaselineStatus::Ok => match b.band(&t.aggregation) {
-                            Some(band) => match t.op {
-                                Op::Gt => (Some(band.upper * f), None),
-                                Op::Lt => (Some(band.lower / f), None),
-                            },
-                            None => continue,
+                let metric = s.key().metric.as_str();
+                let matching = by_metric.entry(metric).or_insert_with(|| {
+                    group
+                        .iter()
+                        .copied()
+                        .filter(|r| glob_match(&r.spec.metric, metric))
+                        .collect()
+                });
+                for rule in matching.iter() {
+                    let t = &rule.spec;
+                    let Some(value) = baseline::aggregate(&p, &t.aggregation) else {
+                        continue;
+                    };
+                    let levels = match t.baseline_factor {
+                        None => (t.warning, t.critical),
+                        Some(f) => match baselines.get(&Selection::of(s)) {
+                            Some(b) if b.status == BaselineStatus::Ok => {
+                                match b.band(&t.aggregation) {
+                                    Some(band) => match t.op {
+                                        Op::Gt => (Some(band.upper * f), None),
+                                        Op::Lt => (Some(band.lower / f), None),
+                                    },
+                                    None => continue,
+                                }
+                            }
+                            _ => continue, // no baseline yet: nothing to compare with
                         },
-                        _ => continue, // no baseline yet: nothing to compare with
-                    },
-                };
-                let breach = match levels {
-                    (_, Some(c)) if t.op.breached(value, c) => Some((Severity::Critical, c)),
-                    (Some(w), _) if t.op.breached(value, w) => Some((Severity::Warning, w)),
-                    _ => None,
-                };
-                let k = (t.id.clone(), s.id());
-                if let Some(tr) = self.step(rule, &s, k, breach, value, now_ms) {
-                    transitions.push(tr);
+                    };
+                    let breach = match levels {
+                        (_, Some(c)) if t.op.breached(value, c) => Some((Severity::Critical, c)),
+                        (Some(w), _) if t.op.breached(value, w) => Some((Severity::Warning, w)),
+                        _ => None,
+                    };
+                    if let Some(tr) = self.step(&mut state, rule, s, breach, value, now_ms) {
+                        transitions.push(tr);
+                    }
                 }
             }
         }
@@ -639,20 +653,24 @@ impl Alerts {
     /// One state-machine step for (threshold, series).
     fn step(
         &self,
+        state: &mut State,
         rule: &Rule,
         s: &Series,
-        key: (String, u64),
         breach: Option<(Severity, f64)>,
         value: f64,
         now_ms: i64,
     ) -> Option<Transition> {
+        let tid = rule.spec.id.as_str();
+        let sid = s.id();
         let Some((severity, level)) = breach else {
-            self.pending.lock().remove(&key);
-            return self.resolve(&key, Some(value), now_ms);
+            // The common case (nothing pending or firing) allocates nothing.
+            if let Some(p) = state.pending.get_mut(tid) {
+                p.remove(&sid);
+            }
+            return state.resolve(tid, sid, Some(value), now_ms);
         };
-        if let Some(f) = self.firing.lock().get(&key).cloned() {
-            let mut history = self.history.lock();
-            let rec = history.get_mut(&f.alert_id)?;
+        if let Some(&alert_id) = state.firing.get(tid).and_then(|f| f.get(&sid)) {
+            let rec = state.history.get_mut(&alert_id)?;
             rec.alert.value = value;
             if severity > rec.alert.severity {
                 rec.alert.severity = severity;
@@ -664,8 +682,8 @@ impl Alerts {
             }
             return None;
         }
-        let mut pending = self.pending.lock();
-        let p = pending.entry(key.clone()).or_insert(Pending {
+        let pending = state.pending.entry(tid.to_owned()).or_default();
+        let p = pending.entry(sid).or_insert(Pending {
             since_ms: now_ms,
             severity,
         });
@@ -673,13 +691,12 @@ impl Alerts {
         if now_ms - p.since_ms < rule.for_ms {
             return None;
         }
-        pending.remove(&key);
-        drop(pending);
+        pending.remove(&sid);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let k = s.key();
         let alert = Alert {
             id,
-            threshold_id: rule.spec.id.clone(),
+            threshold_id: tid.to_owned(),
             namespace: k.namespace.clone(),
             metric: k.metric.clone(),
             kind: k.kind,
@@ -691,16 +708,20 @@ impl Alerts {
             started_at: format_ts(now_ms),
             resolved_at: None,
         };
-        self.history.lock().insert(
+        state.history.insert(
             id,
             AlertRecordV1 {
-                series_id: s.id(),
+                series_id: sid,
                 started_ms: now_ms,
                 resolved_ms: None,
                 alert: alert.clone(),
             },
         );
-        self.firing.lock().insert(key, Firing { alert_id: id });
+        state
+            .firing
+            .entry(tid.to_owned())
+            .or_default()
+            .insert(sid, id);
         Some(Transition {
             event: "firing",
             alert,
@@ -712,7 +733,8 @@ impl Alerts {
         if transitions.is_empty() {
             return Ok(());
         }
-        let mut history = self.history.lock();
+        let mut state = self.state.lock();
+        let history = &mut state.history;
         let resolved: Vec<u64> = history
             .iter()
             .filter(|(_, r)| r.alert.state == AlertState::Resolved)
