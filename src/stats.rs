@@ -167,23 +167,20 @@ impl Stats {
     /// p50, p90, p95, p99, p99.9 by nearest rank (the smallest recorded
     /// value whose rank is >= ceil(q * n)), reported as the middle of its
     /// histogram bucket, clamped to the exact [min, max].
+    ///
+    /// Ranks are computed in integers; the crate's one-pass
+    /// `value_at_quantiles` is then asked for `(rank - 0.5) / n`, whose
+    /// `ceil(q * n)` is exactly `rank` whatever the float rounding.
     fn quantiles(&self, kind: Kind) -> [f64; 5] {
         const PER_MILLE: [u128; 5] = [500, 900, 950, 990, 999];
         let n = u128::from(self.count());
-        let ranks = PER_MILLE.map(|q| (n * q).div_ceil(1000).max(1));
+        let qs = PER_MILLE.map(|q| {
+            let rank = (n * q).div_ceil(1000).max(1);
+            (rank as f64 - 0.5) / n as f64
+        });
         let mut out = [self.max; 5];
-        let mut next = 0;
-        let mut cumulative: u128 = 0;
-        for v in self.hist.iter_recorded() {
-            cumulative += u128::from(v.count_at_value());
-            while next < 5 && cumulative >= ranks[next] {
-                let mid = self.hist.median_equivalent(v.value_iterated_to()) as f64 / kind.scale();
-                out[next] = mid.clamp(self.min, self.max);
-                next += 1;
-            }
-            if next == 5 {
-                break;
-            }
+        for (o, v) in out.iter_mut().zip(self.hist.value_at_quantiles(qs)) {
+            *o = (self.hist.median_equivalent(v) as f64 / kind.scale()).clamp(self.min, self.max);
         }
         out
     }

@@ -142,9 +142,23 @@ fn write_deltas(
         let mut deltas = txn.open_table(DELTAS)?;
         let mut buf = Vec::with_capacity(1024);
         for (s, minute, stats) in taken {
+            // One delta per (series, minute): an earlier flush's delta of
+            // the same minute is merged in, so readers decode at most one
+            // per minute (the open minute is flushed ~12 times).
+            let key = (s.id(), *minute, 0);
+            let merged;
+            let stats: &Stats = match deltas.get(key)? {
+                Some(old) => {
+                    let mut m = Stats::clone(stats);
+                    codec.decode_into(old.value(), &mut m)?;
+                    merged = m;
+                    &merged
+                }
+                None => stats,
+            };
             codec.encode(stats, *minute, *minute, false, &mut buf)?;
             bytes += buf.len();
-            deltas.insert((s.id(), *minute, seq), buf.as_slice())?;
+            deltas.insert(key, buf.as_slice())?;
         }
         let mut series = txn.open_table(SERIES)?;
         for (s, last_seen) in catalog {
