@@ -504,7 +504,7 @@ impl Alerts {
     /// Creates or replaces a threshold (by id); returns it normalised.
     pub fn put_threshold(&self, store: &Store, t: Threshold) -> Result<Threshold> {
         let rule = t.validate()?;
-        let txn = store.db().begin_write()?;
+        let txn = store.begin_write()?;
         txn.open_table(THRESHOLDS)?.insert(
             rule.spec.id.as_str(),
             encode_json("thresholds", &rule.spec)?.as_slice(),
@@ -527,7 +527,7 @@ impl Alerts {
         if !self.rules.read().contains_key(id) {
             return Ok(false);
         }
-        let txn = store.db().begin_write()?;
+        let txn = store.begin_write()?;
         txn.open_table(THRESHOLDS)?.remove(id)?;
         txn.commit()?;
         self.rules.write().remove(id);
@@ -741,7 +741,7 @@ impl Alerts {
             .map(|(k, _)| *k)
             .collect();
         let excess = resolved.len().saturating_sub(self.history_limit);
-        let txn = store.db().begin_write()?;
+        let txn = store.begin_write()?;
         {
             let mut table = txn.open_table(ALERTS)?;
             for t in transitions {

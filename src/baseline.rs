@@ -388,7 +388,7 @@ impl BaselineCache {
         if items.is_empty() {
             return Ok(());
         }
-        let txn = store.db().begin_write()?;
+        let txn = store.begin_write()?;
         let mut encoded = Vec::with_capacity(items.len());
         {
             let mut table = txn.open_table(BASELINES)?;

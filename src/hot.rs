@@ -408,10 +408,17 @@ impl Handle {
 
     #[inline]
     fn record_duration(&self, d: Duration, error: bool) {
-        let micros = d.as_nanos() as f64 / 1_000.0;
+        // Integer arithmetic only: `as_nanos()` is a u128, whose conversion
+        // to f64 (and `f64::round`) are library calls that cost more than
+        // the whole histogram increment.
+        let nanos = d
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()));
         // Durations beyond one hour are clamped to the histogram's top; the
         // exact value still counts in sum/min/max.
-        let scaled = (micros.round() as u64).min(Kind::Latency.max_scaled());
+        let scaled = (nanos.saturating_add(500) / 1_000).min(Kind::Latency.max_scaled());
+        let micros = nanos as f64 / 1_000.0;
         self.series
             .record(self.minute.load(Ordering::Relaxed), scaled, micros, error);
     }

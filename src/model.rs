@@ -90,9 +90,14 @@ impl Kind {
     }
 
     /// Largest histogram value (scaled) the kind's histograms track.
+    #[inline]
     pub fn max_scaled(self) -> u64 {
-        // Exact: every max_value * scale is an integer well below 2^53.
-        (self.max_value() * self.scale()) as u64
+        match self {
+            Kind::Latency => 3_600_000_000,
+            Kind::Throughput => 100_000_000_000,
+            Kind::ErrorRate => 100_000,
+            Kind::ResourceUsage => 1_000_000_000_000_000,
+        }
     }
 
     /// Checks a user value and converts it to histogram units.
@@ -444,6 +449,13 @@ mod tests {
             "bogus".parse::<Kind>(),
             Err(Error::InvalidKind(_))
         ));
+    }
+
+    #[test]
+    fn max_scaled_is_max_value_times_scale() {
+        for k in Kind::ALL {
+            assert_eq!(k.max_scaled(), (k.max_value() * k.scale()) as u64, "{k}");
+        }
     }
 
     #[test]

@@ -109,7 +109,7 @@ struct Engine {
     baselines: BaselineCache,
     alerts: Alerts,
     gate: RwLock<()>,
-    /// Serialises flushes and rollups; holds their codec buffers.
+    /// Serialises flushes; holds their codec buffers.
     writer: Mutex<Codec>,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -434,8 +434,9 @@ impl Engine {
     }
 
     fn rollup(&self, now: i64, max_batches: usize) -> Result<RollupReport> {
-        let mut codec = self.writer.lock();
-        let r = flush::rollup(&self.store, &mut codec, now, max_batches)?;
+        // Its own codec: a long catch-up must not hold the flusher's. Each
+        // batch takes its write turn like any writer, so flushes interleave.
+        let r = flush::rollup(&self.store, &mut Codec::new(), now, max_batches)?;
         if r.minutes > 0 {
             *self.last_rollup.lock() = Some(r.clone());
         }
@@ -612,8 +613,18 @@ impl Monitor {
         outcome: Outcome,
         tags: &[(&str, &str)],
     ) -> Result<()> {
-        let micros = d.as_nanos() as f64 / 1_000.0;
-        self.record_now(ns, metric, Kind::Latency, micros, outcome, tags)
+        let nanos = d
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()));
+        self.record_now(
+            ns,
+            metric,
+            Kind::Latency,
+            nanos as f64 / 1_000.0,
+            outcome,
+            tags,
+        )
     }
 
     /// Records a throughput sample (operations per second).

@@ -131,7 +131,7 @@ fn write_deltas(
     catalog: &[(Arc<Series>, i64)],
     gate: &RwLock<()>,
 ) -> Result<(u64, usize)> {
-    let mut txn = store.db().begin_write()?;
+    let mut txn = store.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut bytes = 0;
     let seq;
@@ -216,7 +216,7 @@ pub fn rollup(
     let mut report = RollupReport::default();
     for _ in 0..max_batches {
         let txn_started = Instant::now();
-        let txn = store.db().begin_write()?;
+        let txn = store.begin_write()?;
         // (series, minute) groups and the delta keys that make them up.
         type DeltaKey = (u64, i64, u64);
         let mut groups: Vec<((u64, i64), Vec<DeltaKey>)> = Vec::new();

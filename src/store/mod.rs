@@ -55,6 +55,35 @@ pub fn open_read_only(data_dir: &Path) -> Result<redb::ReadOnlyDatabase> {
     Ok(db)
 }
 
+/// A write transaction holding its writer's turn (see [`Store::begin_write`]).
+pub struct Write<'a> {
+    // Field order matters: the transaction drops (aborts) before the turn
+    // is handed on.
+    txn: redb::WriteTransaction,
+    _turn: parking_lot::FairMutexGuard<'a, ()>,
+}
+
+impl Write<'_> {
+    /// Commits, then hands the turn on.
+    pub fn commit(self) -> Result<()> {
+        self.txn.commit()?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = redb::WriteTransaction;
+    fn deref(&self) -> &redb::WriteTransaction {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for Write<'_> {
+    fn deref_mut(&mut self) -> &mut redb::WriteTransaction {
+        &mut self.txn
+    }
+}
+
 /// File name of the store inside the data directory.
 pub const DB_FILE: &str = "scopemon.redb";
 
@@ -81,6 +110,10 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     schema_version: u64,
+    /// Writers take turns in arrival order. redb's own write lock is not
+    /// fair: a compactor committing batch after batch re-took it before a
+    /// waiting flush for up to 420 ms (benches/COMPACTION_RESULTS.md).
+    write_turn: parking_lot::FairMutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,6 +184,7 @@ impl Store {
             db,
             path,
             schema_version: migrations::CURRENT,
+            write_turn: parking_lot::FairMutex::new(()),
         })
     }
 
@@ -181,6 +215,16 @@ impl Store {
             .create(&path)
             .map_err(|e| map_open_error(e, &path))?;
         migrations::recorded_version(&db)
+    }
+
+    /// Begins a write transaction, in turn with every other writer of this
+    /// store. The turn ends when the transaction is committed or dropped.
+    pub fn begin_write(&self) -> Result<Write<'_>> {
+        let turn = self.write_turn.lock();
+        Ok(Write {
+            txn: self.db.begin_write()?,
+            _turn: turn,
+        })
     }
 
     /// The redb database.
