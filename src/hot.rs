@@ -418,7 +418,9 @@ impl Handle {
         // Durations beyond one hour are clamped to the histogram's top; the
         // exact value still counts in sum/min/max.
         let scaled = (nanos.saturating_add(500) / 1_000).min(Kind::Latency.max_scaled());
-        let micros = nanos as f64 / 1_000.0;
+        // A multiply, not a divide: divsd is ~15 cycles on the record path;
+        // the product differs from the quotient by at most one ulp.
+        let micros = nanos as f64 * 1e-3;
         self.series
             .record(self.minute.load(Ordering::Relaxed), scaled, micros, error);
     }
