@@ -37,6 +37,7 @@ use crate::model::{
 };
 use crate::query::{Source, range_stats};
 use crate::store::Store;
+use crate::store::codec;
 use crate::store::tables::{ALERTS, THRESHOLDS};
 
 const RECORD_V1: u8 = 1;
@@ -431,23 +432,11 @@ impl std::fmt::Debug for Alerts {
 }
 
 fn encode_json<T: Serialize>(table: &'static str, v: &T) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_V1];
-    serde_json::to_writer(&mut out, v).map_err(|e| Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    })?;
-    Ok(out)
+    codec::encode_json(table, RECORD_V1, v)
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    let bad = |detail: String| Error::Corrupt { table, detail };
-    let (&v, body) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty record".into()))?;
-    if v != RECORD_V1 {
-        return Err(bad(format!("unknown record version {v}")));
-    }
-    serde_json::from_slice(body).map_err(|e| bad(e.to_string()))
+    codec::decode_json(table, RECORD_V1, bytes)
 }
 
 impl Alerts {

@@ -30,6 +30,7 @@ use crate::model::{DAY_MS, HOUR_MS, Kind, Resolution, Tags, format_duration_ms, 
 use crate::query::{self, QuerySpec, Source, Window};
 use crate::stats::Point;
 use crate::store::Store;
+use crate::store::codec::{decode_json, encode_json};
 use crate::store::tables::BASELINES;
 
 const BASELINE_V1: u8 = 1;
@@ -336,29 +337,12 @@ pub struct BaselineCache {
 }
 
 fn encode(b: &Baseline) -> Result<Vec<u8>> {
-    let mut out = vec![BASELINE_V1];
     // computed_at_ms is skipped in JSON answers; keep it in the record.
-    let body = (b.computed_at_ms, b);
-    serde_json::to_writer(&mut out, &body).map_err(|e| Error::Corrupt {
-        table: "baselines",
-        detail: e.to_string(),
-    })?;
-    Ok(out)
+    encode_json("baselines", BASELINE_V1, &(b.computed_at_ms, b))
 }
 
 fn decode(bytes: &[u8]) -> Result<Baseline> {
-    let bad = |detail: String| Error::Corrupt {
-        table: "baselines",
-        detail,
-    };
-    let (&v, body) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty record".into()))?;
-    if v != BASELINE_V1 {
-        return Err(bad(format!("unknown baseline record version {v}")));
-    }
-    let (ms, mut b): (i64, Baseline) =
-        serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    let (ms, mut b): (i64, Baseline) = decode_json("baselines", BASELINE_V1, bytes)?;
     b.computed_at_ms = ms;
     Ok(b)
 }

@@ -28,7 +28,7 @@ use crate::config::{Config, Retention, RetentionRule, RetentionSource, validate_
 use crate::error::{Error, Result};
 use crate::model::{Resolution, validate_namespace};
 use crate::store::Store;
-use crate::store::codec::Codec;
+use crate::store::codec::{Codec, decode_bincode, encode_bincode};
 use crate::store::flush;
 use crate::store::tables::{self, RETENTION};
 
@@ -51,30 +51,11 @@ fn encode_rule(rule: &RetentionRule) -> Result<Vec<u8>> {
         hour_ms: to_ms(rule.hour),
         day_ms: to_ms(rule.day),
     };
-    let mut out = vec![OVERRIDE_V1];
-    bincode::serde::encode_into_std_write(&body, &mut out, bincode::config::standard()).map_err(
-        |e| Error::Corrupt {
-            table: "retention",
-            detail: e.to_string(),
-        },
-    )?;
-    Ok(out)
+    encode_bincode("retention", OVERRIDE_V1, &body)
 }
 
 fn decode_rule(bytes: &[u8]) -> Result<RetentionRule> {
-    let bad = |detail: String| Error::Corrupt {
-        table: "retention",
-        detail,
-    };
-    let (&v, body) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty record".into()))?;
-    if v != OVERRIDE_V1 {
-        return Err(bad(format!("unknown retention record version {v}")));
-    }
-    let (b, _): (OverrideV1, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| bad(e.to_string()))?;
+    let b: OverrideV1 = decode_bincode("retention", OVERRIDE_V1, bytes)?;
     Ok(RetentionRule {
         minute: b.minute_ms.map(Duration::from_millis),
         hour: b.hour_ms.map(Duration::from_millis),

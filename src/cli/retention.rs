@@ -1,6 +1,6 @@
 //! `scopemon retention show|set` on a stopped store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use scopemon::config::RetentionRule;
@@ -41,6 +41,24 @@ pub enum Args {
     },
 }
 
+/// The configuration, the stopped store and its retention policy.
+fn open(
+    data_dir: &Path,
+    config: Option<&Path>,
+) -> anyhow::Result<(scopemon::Config, Store, RetentionPolicy)> {
+    require_store(data_dir)?;
+    let config = load_config(config)?;
+    let store = Store::open(
+        data_dir,
+        OpenOptions {
+            create: false,
+            migrate: false,
+        },
+    )?;
+    let policy = RetentionPolicy::load(&config, store.db())?;
+    Ok((config, store, policy))
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a {
         Args::Show {
@@ -49,16 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             config,
             format,
         } => {
-            require_store(&data_dir)?;
-            let config = load_config(config.as_deref())?;
-            let store = Store::open(
-                &data_dir,
-                OpenOptions {
-                    create: false,
-                    migrate: false,
-                },
-            )?;
-            let policy = RetentionPolicy::load(&config, store.db())?;
+            let (config, store, policy) = open(&data_dir, config.as_deref())?;
             let names: Vec<String> = match namespace {
                 Some(ns) => vec![ns],
                 None => {
@@ -113,16 +122,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             day,
             config,
         } => {
-            require_store(&data_dir)?;
-            let config = load_config(config.as_deref())?;
-            let store = Store::open(
-                &data_dir,
-                OpenOptions {
-                    create: false,
-                    migrate: false,
-                },
-            )?;
-            let policy = RetentionPolicy::load(&config, store.db())?;
+            let (_, store, policy) = open(&data_dir, config.as_deref())?;
             let r =
                 policy.set_override(&store, &namespace, &RetentionRule { minute, hour, day })?;
             let d = r.describe();

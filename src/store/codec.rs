@@ -31,6 +31,79 @@ struct BucketBodyV1<'a> {
     hist: &'a [u8],
 }
 
+/// Checks a versioned record's leading version byte and returns its body.
+pub fn versioned_body<'a>(table: &'static str, bytes: &'a [u8], version: u8) -> Result<&'a [u8]> {
+    let bad = |detail: String| Error::Corrupt { table, detail };
+    let (&v, body) = bytes
+        .split_first()
+        .ok_or_else(|| bad("empty record".into()))?;
+    if v != version {
+        return Err(bad(format!(
+            "unknown record version {v} (this scopemon reads {version})"
+        )));
+    }
+    Ok(body)
+}
+
+/// A version byte followed by the bincode (standard config) body.
+pub fn encode_bincode<T: Serialize>(table: &'static str, version: u8, body: &T) -> Result<Vec<u8>> {
+    let mut out = vec![version];
+    bincode::serde::encode_into_std_write(body, &mut out, bincode::config::standard()).map_err(
+        |e| Error::Corrupt {
+            table,
+            detail: format!("cannot encode: {e}"),
+        },
+    )?;
+    Ok(out)
+}
+
+/// Inverse of [`encode_bincode`].
+pub fn decode_bincode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    version: u8,
+    bytes: &[u8],
+) -> Result<T> {
+    let body = versioned_body(table, bytes, version)?;
+    bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Corrupt {
+            table,
+            detail: format!("bad body: {e}"),
+        })
+}
+
+/// A version byte followed by a JSON body (for small records read by people
+/// as often as by code: baselines, thresholds, alerts).
+pub fn encode_json<T: Serialize>(table: &'static str, version: u8, body: &T) -> Result<Vec<u8>> {
+    let mut out = vec![version];
+    serde_json::to_writer(&mut out, body).map_err(|e| Error::Corrupt {
+        table,
+        detail: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Inverse of [`encode_json`].
+pub fn decode_json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    version: u8,
+    bytes: &[u8],
+) -> Result<T> {
+    let body = versioned_body(table, bytes, version)?;
+    serde_json::from_slice(body).map_err(|e| Error::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}
+
+/// The body of a bucket record, borrowing its histogram bytes.
+fn bucket_body(bytes: &[u8]) -> Result<BucketBodyV1<'_>> {
+    let body = versioned_body("buckets", bytes, BUCKET_V1)?;
+    bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
+        .map(|(b, _)| b)
+        .map_err(|e| corrupt(format!("bad bucket body: {e}")))
+}
+
 /// A decoded bucket: its statistics and the minutes it covers.
 #[derive(Debug, Clone)]
 pub struct BucketRecord {
@@ -107,13 +180,7 @@ impl Codec {
 
     /// Decodes a bucket of `kind`.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<BucketRecord> {
-        let (&version, body) = bytes.split_first().ok_or_else(|| corrupt("empty record"))?;
-        if version != BUCKET_V1 {
-            return Err(corrupt(format!("unknown bucket record version {version}")));
-        }
-        let (body, _): (BucketBodyV1<'_>, usize) =
-            bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
-                .map_err(|e| corrupt(format!("bad bucket body: {e}")))?;
+        let body = bucket_body(bytes)?;
         let mut reader = body.hist;
         let hist = self
             .de
@@ -129,13 +196,7 @@ impl Codec {
     /// The (first, last) minutes a record covers, without decoding its
     /// histogram.
     pub fn span(&self, bytes: &[u8]) -> Result<(i64, i64)> {
-        let (&version, body) = bytes.split_first().ok_or_else(|| corrupt("empty record"))?;
-        if version != BUCKET_V1 {
-            return Err(corrupt(format!("unknown bucket record version {version}")));
-        }
-        let (body, _): (BucketBodyV1<'_>, usize) =
-            bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
-                .map_err(|e| corrupt(format!("bad bucket body: {e}")))?;
+        let body = bucket_body(bytes)?;
         Ok((body.first, body.last))
     }
 
@@ -146,13 +207,7 @@ impl Codec {
     /// fresh histogram (26 KiB to allocate, zero and add back) that the
     /// crate's deserializer would build; anything else takes that path.
     pub fn decode_into(&mut self, bytes: &[u8], into: &mut Stats) -> Result<(i64, i64)> {
-        let (&version, body) = bytes.split_first().ok_or_else(|| corrupt("empty record"))?;
-        if version != BUCKET_V1 {
-            return Err(corrupt(format!("unknown bucket record version {version}")));
-        }
-        let (body, _): (BucketBodyV1<'_>, usize) =
-            bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
-                .map_err(|e| corrupt(format!("bad bucket body: {e}")))?;
+        let body = bucket_body(bytes)?;
         match merge_v2(body.hist, &mut into.hist) {
             Some(res) => res?,
             None => {
@@ -294,14 +349,7 @@ pub fn encode_series(key: &SeriesKey, first_seen: i64, last_seen: i64) -> Result
         first_seen,
         last_seen,
     };
-    let mut out = vec![SERIES_V1];
-    bincode::serde::encode_into_std_write(&body, &mut out, bincode::config::standard()).map_err(
-        |e| Error::Corrupt {
-            table: "series",
-            detail: format!("cannot encode series: {e}"),
-        },
-    )?;
-    Ok(out)
+    encode_bincode("series", SERIES_V1, &body)
 }
 
 /// Decodes a catalog entry.
@@ -310,15 +358,7 @@ pub fn decode_series(bytes: &[u8]) -> Result<SeriesRecord> {
         table: "series",
         detail,
     };
-    let (&version, body) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty record".into()))?;
-    if version != SERIES_V1 {
-        return Err(bad(format!("unknown series record version {version}")));
-    }
-    let (b, _): (SeriesBodyV1, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| bad(format!("bad series body: {e}")))?;
+    let b: SeriesBodyV1 = decode_bincode("series", SERIES_V1, bytes)?;
     let kind =
         Kind::from_code(b.kind).ok_or_else(|| bad(format!("unknown kind code {}", b.kind)))?;
     let tags = Tags::new(&b.tags).map_err(|e| bad(e.to_string()))?;
