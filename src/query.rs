@@ -334,7 +334,12 @@ pub fn range_stats(
     }
     let rtx = snapshot(src, series, lo, hi, |i, _| Some((group(i), 0)), &mut acc)?;
     let mut codec = Codec::new();
-    let reader = RecordReader::new(&rtx)?;
+    // Stored counts are staged in index space and recorded once per
+    // accumulator (Codec::stage_into) when each accumulator takes many
+    // records; a short per-series window (alert evaluation) reads a couple
+    // of small records per series, where recording directly is cheaper.
+    let stage = !per_series || hi - lo > 2 * HOUR_MS;
+    let reader = RecordReader::new(&rtx, stage)?;
     let mut parts_of: Option<(String, RangeParts)> = None;
     for (i, s) in series.iter().enumerate() {
         let ns = &s.key().namespace;
@@ -347,18 +352,12 @@ pub fn range_stats(
             }
         };
         let g = group(i);
-        add_deltas(
-            &rtx,
-            &mut codec,
-            s.id(),
-            lo,
-            hi,
-            s.key().kind,
-            &mut acc,
-            |_| (g, 0),
-        )?;
         let a = acc.get((g, 0), s.key().kind);
         let sid = s.id();
+        for entry in rtx.open_table(DELTAS)?.range((sid, lo, 0)..(sid, hi, 0))? {
+            let (_, v) = entry?;
+            reader.merge(&mut codec, v.value(), a)?;
+        }
         if parts.days.0 < parts.days.1 {
             reader.scan(
                 &mut codec,
@@ -381,6 +380,11 @@ pub fn range_stats(
         }
         if parts.exact.0 < parts.exact.1 {
             reader.cover(&mut codec, sid, parts.exact.0, parts.exact.1, a)?;
+        }
+        // Settle before the accumulator changes (every series when per
+        // series, once after the last one otherwise).
+        if per_series || i + 1 == series.len() {
+            codec.settle(a)?;
         }
     }
     Ok(acc.map.into_values().collect())
@@ -411,20 +415,33 @@ impl RangeParts {
     }
 }
 
-/// Reads stored records covering minute-aligned ranges.
+/// Reads stored records covering minute-aligned ranges (staging their
+/// counts in the codec: the caller settles).
 struct RecordReader {
     tables: [redb::ReadOnlyTable<(u64, i64), &'static [u8]>; 3],
+    stage: bool,
 }
 
 impl RecordReader {
-    fn new(rtx: &ReadTransaction) -> Result<Self> {
+    fn new(rtx: &ReadTransaction, stage: bool) -> Result<Self> {
         Ok(RecordReader {
+            stage,
             tables: [
                 rtx.open_table(tables::MINUTE)?,
                 rtx.open_table(tables::HOUR)?,
                 rtx.open_table(tables::DAY)?,
             ],
         })
+    }
+
+    /// Merges one record, staged or directly.
+    fn merge(&self, codec: &mut Codec, bytes: &[u8], into: &mut Stats) -> Result<()> {
+        if self.stage {
+            codec.stage_into(bytes, into)?;
+        } else {
+            codec.decode_into(bytes, into)?;
+        }
+        Ok(())
     }
 
     fn table(&self, res: Resolution) -> &redb::ReadOnlyTable<(u64, i64), &'static [u8]> {
@@ -447,7 +464,7 @@ impl RecordReader {
     ) -> Result<()> {
         for entry in self.table(res).range((sid, a)..(sid, b))? {
             let (_, v) = entry?;
-            codec.decode_into(v.value(), into)?;
+            self.merge(codec, v.value(), into)?;
         }
         Ok(())
     }
@@ -470,7 +487,7 @@ impl RecordReader {
         };
         let (first, last) = codec.span(v.value())?;
         if first >= a && last < b {
-            codec.decode_into(v.value(), into)?;
+            self.merge(codec, v.value(), into)?;
             return Ok(());
         }
         // [a, b) is aligned to the child resolution in both uses.

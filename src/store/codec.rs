@@ -122,6 +122,7 @@ pub struct Codec {
     deflate: V2DeflateSerializer,
     de: Deserializer,
     hist_buf: Vec<u8>,
+    staged: Option<Staged>,
 }
 
 fn corrupt(detail: impl Into<String>) -> Error {
@@ -139,6 +140,7 @@ impl Codec {
             deflate: V2DeflateSerializer::new(),
             de: Deserializer::new(),
             hist_buf: Vec::new(),
+            staged: None,
         }
     }
 
@@ -191,6 +193,53 @@ impl Codec {
             last: body.last,
             stats: Stats::from_parts(hist, body.sum, body.min, body.max, body.errors),
         })
+    }
+
+    /// Like [`Codec::decode_into`], but plain V2 counts are staged in index
+    /// space rather than recorded into `into.hist` one by one: much cheaper
+    /// when many records are merged into one answer. `into.hist` lacks the
+    /// staged counts until [`Codec::settle`] is called with the same
+    /// `into`, which must happen before `into` is read or another target is
+    /// staged into (the scalars are added at once).
+    pub fn stage_into(&mut self, bytes: &[u8], into: &mut Stats) -> Result<(i64, i64)> {
+        let body = bucket_body(bytes)?;
+        let map = IndexMap::of(&into.hist);
+        let staged = match &mut self.staged {
+            Some(s) if s.map == map => s,
+            slot => {
+                debug_assert!(
+                    slot.as_ref().is_none_or(Staged::is_empty),
+                    "staged counts not settled"
+                );
+                slot.insert(Staged::new(map, into.hist.distinct_values()))
+            }
+        };
+        match walk_v2(body.hist, &map, |index, count| staged.add(index, count)) {
+            Some(res) => res?,
+            None => {
+                let mut reader = body.hist;
+                let hist = self
+                    .de
+                    .deserialize::<u64, _>(&mut reader)
+                    .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+                into.hist
+                    .add(&hist)
+                    .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))?;
+            }
+        }
+        into.sum += body.sum;
+        into.min = into.min.min(body.min);
+        into.max = into.max.max(body.max);
+        into.errors += body.errors;
+        Ok((body.first, body.last))
+    }
+
+    /// Records the counts staged by [`Codec::stage_into`] into `into`.
+    pub fn settle(&mut self, into: &mut Stats) -> Result<()> {
+        match &mut self.staged {
+            Some(s) => s.settle(&mut into.hist),
+            None => Ok(()),
+        }
     }
 
     /// The (first, last) minutes a record covers, without decoding its
@@ -251,12 +300,53 @@ fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Adds a plain V2-encoded histogram into `into` without materialising it.
-/// `None` when the encoding is not plain V2 of `into`'s exact configuration
-/// (compressed, other bounds or precision): the caller then uses the
-/// crate's deserializer. The index → value mapping is HdrHistogram's
-/// (`value_for` in the crate); the codec tests check it against the crate.
-fn merge_v2(buf: &[u8], into: &mut hdrhistogram::Histogram<u64>) -> Option<Result<()>> {
+/// HdrHistogram's index → value mapping for one configuration (the crate's
+/// private `value_for`); the codec tests check it against the crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexMap {
+    digits: u32,
+    low: u64,
+    high: u64,
+    half_magnitude: u32,
+    unit_magnitude: u32,
+}
+
+impl IndexMap {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> IndexMap {
+        let digits = u32::from(h.sigfig());
+        let largest = 2.0 * 10f64.powi(digits as i32);
+        IndexMap {
+            digits,
+            low: h.low(),
+            high: h.high(),
+            half_magnitude: largest.log2().ceil() as u32 - 1,
+            unit_magnitude: (h.low() as f64).log2().floor() as u32,
+        }
+    }
+
+    fn value_for(&self, index: usize) -> Option<u64> {
+        let half_count = 1usize << self.half_magnitude;
+        let mut bucket = (index >> self.half_magnitude) as i64 - 1;
+        let mut sub = (index & (half_count - 1)) + half_count;
+        if bucket < 0 {
+            sub -= half_count;
+            bucket = 0;
+        }
+        (sub as u64)
+            .checked_shl(u32::try_from(bucket).ok()? + self.unit_magnitude)
+            .filter(|&v| v <= self.high)
+    }
+}
+
+/// Walks the counts of a plain V2 histogram encoded for `map`'s exact
+/// configuration, calling `add(index, count)` for each non-zero count.
+/// `None` when the encoding is not that (compressed, other bounds or
+/// precision): the caller then uses the crate's deserializer.
+fn walk_v2(
+    buf: &[u8],
+    map: &IndexMap,
+    mut add: impl FnMut(usize, u64) -> bool,
+) -> Option<Result<()>> {
     let be32 = |at: usize| {
         buf.get(at..at + 4)
             .and_then(|b| b.try_into().ok())
@@ -270,26 +360,12 @@ fn merge_v2(buf: &[u8], into: &mut hdrhistogram::Histogram<u64>) -> Option<Resul
     if be32(0)? != V2_COOKIE || be32(8)? != 0 || f64::from_bits(be64(32)?) != 1.0 {
         return None;
     }
-    let digits = be32(12)?;
-    if digits != u32::from(into.sigfig()) || be64(16)? != into.low() || be64(24)? != into.high() {
+    if be32(12)? != map.digits || be64(16)? != map.low || be64(24)? != map.high {
         return None;
     }
     let len = usize::try_from(be32(4)?).ok()?;
     let Some(payload) = buf.get(V2_HEADER..V2_HEADER + len) else {
         return Some(Err(corrupt("histogram payload is truncated")));
-    };
-    let largest = 2.0 * 10f64.powi(digits as i32);
-    let half_magnitude = largest.log2().ceil() as u32 - 1;
-    let half_count = 1usize << half_magnitude;
-    let unit_magnitude = (into.low() as f64).log2().floor() as u32;
-    let value_for = |index: usize| -> Option<u64> {
-        let mut bucket = (index >> half_magnitude) as i64 - 1;
-        let mut sub = (index & (half_count - 1)) + half_count;
-        if bucket < 0 {
-            sub -= half_count;
-            bucket = 0;
-        }
-        (sub as u64).checked_shl(u32::try_from(bucket).ok()? + unit_magnitude)
     };
     let mut index = 0usize;
     let mut pos = 0;
@@ -303,19 +379,81 @@ fn merge_v2(buf: &[u8], into: &mut hdrhistogram::Histogram<u64>) -> Option<Resul
             index = index.saturating_add(v.unsigned_abs() as usize);
             continue;
         }
-        if v > 0 {
-            let recorded = value_for(index)
-                .filter(|&value| value <= into.high())
-                .and_then(|value| into.record_n(value, v as u64).ok());
-            if recorded.is_none() {
-                return Some(Err(corrupt(format!(
-                    "histogram count at index {index} is out of range"
-                ))));
-            }
+        if v > 0 && !add(index, v as u64) {
+            return Some(Err(corrupt(format!(
+                "histogram count at index {index} is out of range"
+            ))));
         }
         index += 1;
     }
     Some(Ok(()))
+}
+
+/// Adds a plain V2-encoded histogram into `into` without materialising it.
+fn merge_v2(buf: &[u8], into: &mut hdrhistogram::Histogram<u64>) -> Option<Result<()>> {
+    let map = IndexMap::of(into);
+    walk_v2(buf, &map, |index, count| {
+        map.value_for(index)
+            .and_then(|value| into.record_n(value, count).ok())
+            .is_some()
+    })
+}
+
+/// Counts staged in a histogram's own index space: adding a stored count is
+/// one array add, and the staged counts become histogram records once, in
+/// [`Staged::settle`], instead of one `record_n` per count per record.
+#[derive(Debug)]
+struct Staged {
+    map: IndexMap,
+    counts: Vec<u64>,
+    /// Touched index range (empty when lo > hi).
+    lo: usize,
+    hi: usize,
+}
+
+impl Staged {
+    fn new(map: IndexMap, len: usize) -> Staged {
+        Staged {
+            map,
+            counts: vec![0; len],
+            lo: usize::MAX,
+            hi: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lo > self.hi
+    }
+
+    fn add(&mut self, index: usize, count: u64) -> bool {
+        let Some(c) = self.counts.get_mut(index) else {
+            return false;
+        };
+        *c = c.saturating_add(count);
+        self.lo = self.lo.min(index);
+        self.hi = self.hi.max(index);
+        true
+    }
+
+    fn settle(&mut self, into: &mut hdrhistogram::Histogram<u64>) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        for index in self.lo..=self.hi {
+            let c = std::mem::take(&mut self.counts[index]);
+            if c > 0 {
+                let value = self
+                    .map
+                    .value_for(index)
+                    .ok_or_else(|| corrupt("staged index out of range"))?;
+                into.record_n(value, c)
+                    .map_err(|e| corrupt(format!("staged count out of range: {e:?}")))?;
+            }
+        }
+        self.lo = usize::MAX;
+        self.hi = 0;
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -420,6 +558,14 @@ mod tests {
                 c.encode(&b, 0, 0, false, &mut buf).unwrap();
                 let mut fast = a.clone();
                 c.decode_into(&buf, &mut fast).unwrap();
+                let mut staged = a.clone();
+                c.stage_into(&buf, &mut staged).unwrap();
+                c.stage_into(&buf, &mut staged).unwrap();
+                c.settle(&mut staged).unwrap();
+                let mut twice = fast.clone();
+                c.decode_into(&buf, &mut twice).unwrap();
+                assert_eq!(staged.hist, twice.hist, "{kind:?} {digits} staged");
+                assert_eq!(staged.count(), twice.count());
                 let mut slow = a.clone();
                 slow.merge(&c.decode(&buf).unwrap().stats).unwrap();
                 assert_eq!(fast.hist, slow.hist, "{kind:?} {digits}");
