@@ -583,12 +583,16 @@ impl Alerts {
             if series.is_empty() {
                 continue;
             }
-            let stats = range_stats(src, &series, from, now_ms + 1, true)?;
+            let mut points: Vec<Option<crate::stats::Point>> = vec![None; series.len()];
+            range_stats(src, &series, from, now_ms + 1, true, |i, st| {
+                points[i] = st.point(kind, from, now_ms + 1 - from);
+                Ok(())
+            })?;
             let mut by_metric: HashMap<&str, Vec<&Rule>> = HashMap::new();
             let mut state = self.state.lock();
-            for (s, st) in series.iter().zip(&stats) {
+            for (s, p) in series.iter().zip(points) {
                 // A window with no samples changes nothing.
-                let Some(p) = st.point(kind, from, now_ms + 1 - from) else {
+                let Some(p) = p else {
                     continue;
                 };
                 let metric = s.key().metric.as_str();
@@ -826,9 +830,13 @@ impl Alerts {
             .collect();
         if !series.is_empty() {
             let list: Vec<Arc<Series>> = series.iter().map(|(s, _)| s.clone()).collect();
-            let stats = range_stats(src, &list, from, now_ms + 1, true)?;
-            for ((s, b), st) in series.iter().zip(stats) {
-                let Some(p) = st.point(s.key().kind, from, now_ms + 1 - from) else {
+            let mut points: Vec<Option<crate::stats::Point>> = vec![None; list.len()];
+            range_stats(src, &list, from, now_ms + 1, true, |i, st| {
+                points[i] = st.point(list[i].key().kind, from, now_ms + 1 - from);
+                Ok(())
+            })?;
+            for ((s, b), p) in series.iter().zip(points) {
+                let Some(p) = p else {
                     continue;
                 };
                 for agg in ["p50", "p99", "error_rate"] {

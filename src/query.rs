@@ -236,11 +236,12 @@ pub fn query(src: &Source<'_>, spec: &QuerySpec) -> Result<QueryResult> {
     }
     let points = match spec.window {
         Window::Range => {
-            let stats = range_stats(src, &series, spec.from, spec.to, false)?;
-            stats
-                .into_iter()
-                .next()
-                .and_then(|s| s.point(spec.kind, spec.from, spec.to - spec.from))
+            let mut point = None;
+            range_stats(src, &series, spec.from, spec.to, false, |_, st| {
+                point = st.point(spec.kind, spec.from, spec.to - spec.from);
+                Ok(())
+            })?;
+            point
                 .map(|mut p| {
                     p.end = Some(format_ts(spec.to));
                     p
@@ -314,25 +315,52 @@ fn bucket_points(
         .collect())
 }
 
-/// One aggregate over [from, to) (exact to the minute): merged across all
-/// `series` (`per_series = false`, one element) or one per series.
+/// One aggregate over [from, to) (exact to the minute), merged across all
+/// `series` (`per_series = false`: `emit(0, stats)` once) or one per series
+/// (`emit(i, stats)` for each). A per-series pass reuses one accumulator,
+/// so it never holds a 26 KiB histogram per series.
 pub fn range_stats(
     src: &Source<'_>,
     series: &[Arc<Series>],
     from: i64,
     to: i64,
     per_series: bool,
-) -> Result<Vec<Stats>> {
+    mut emit: impl FnMut(usize, &Stats) -> Result<()>,
+) -> Result<()> {
     check_range(from, to)?;
+    if series.is_empty() {
+        return Ok(());
+    }
     let lo = ceil_to(from, MINUTE_MS);
     let hi = ceil_to(to, MINUTE_MS);
+    let precision = src.registry.precision();
     let group = |i: usize| if per_series { i } else { 0 };
-    let mut acc = Accumulators::new(src.registry.precision());
-    let groups = if per_series { series.len() } else { 1 };
-    for (i, s) in series.iter().enumerate().take(groups) {
-        acc.get((i, 0), s.key().kind);
-    }
-    let rtx = snapshot(src, series, lo, hi, |i, _| Some((group(i), 0)), &mut acc)?;
+    // Hot buckets, read under the gate with the snapshot opened (see the
+    // module doc); only groups with hot data in range get a histogram.
+    let mut hot: Vec<Option<Stats>> = (0..if per_series { series.len() } else { 1 })
+        .map(|_| None)
+        .collect();
+    let rtx = {
+        let _gate = src.gate.read();
+        let rtx = src.store.db().begin_read()?;
+        for (i, s) in series.iter().enumerate() {
+            let st = s.state.lock();
+            for b in st
+                .buckets
+                .iter()
+                .filter(|b| b.minute >= lo && b.minute < hi)
+            {
+                let a = hot[group(i)].get_or_insert_with(|| Stats::new(s.key().kind, precision));
+                if let Some(live) = &b.live {
+                    a.merge(live)?;
+                }
+                if let Some(inflight) = &b.inflight {
+                    a.merge(inflight)?;
+                }
+            }
+        }
+        rtx
+    };
     let mut codec = Codec::new();
     // Stored counts are staged in index space and recorded once per
     // accumulator (Codec::stage_into) when each accumulator takes many
@@ -340,8 +368,12 @@ pub fn range_stats(
     // of small records per series, where recording directly is cheaper.
     let stage = !per_series || hi - lo > 2 * HOUR_MS;
     let reader = RecordReader::new(&rtx, stage)?;
+    let deltas = rtx.open_table(DELTAS)?;
     let mut parts_of: Option<(String, RangeParts)> = None;
+    let mut spare: Option<(Kind, Stats)> = None;
+    let mut cur: Option<Stats> = None;
     for (i, s) in series.iter().enumerate() {
+        let kind = s.key().kind;
         let ns = &s.key().namespace;
         let parts = match &parts_of {
             Some((n, p)) if n == ns => *p,
@@ -351,10 +383,18 @@ pub fn range_stats(
                 p
             }
         };
-        let g = group(i);
-        let a = acc.get((g, 0), s.key().kind);
+        let a = cur.get_or_insert_with(|| match hot[group(i)].take() {
+            Some(h) => h,
+            None => match spare.take() {
+                Some((k, mut sp)) if k == kind => {
+                    sp.reset();
+                    sp
+                }
+                _ => Stats::new(kind, precision),
+            },
+        });
         let sid = s.id();
-        for entry in rtx.open_table(DELTAS)?.range((sid, lo, 0)..(sid, hi, 0))? {
+        for entry in deltas.range((sid, lo, 0)..(sid, hi, 0))? {
             let (_, v) = entry?;
             reader.merge(&mut codec, v.value(), a)?;
         }
@@ -381,13 +421,16 @@ pub fn range_stats(
         if parts.exact.0 < parts.exact.1 {
             reader.cover(&mut codec, sid, parts.exact.0, parts.exact.1, a)?;
         }
-        // Settle before the accumulator changes (every series when per
-        // series, once after the last one otherwise).
+        // The accumulator is complete after every series when per series,
+        // after the last one otherwise: settle staged counts, hand it out,
+        // keep its allocation for the next series.
         if per_series || i + 1 == series.len() {
             codec.settle(a)?;
+            emit(group(i), a)?;
+            spare = cur.take().map(|st| (kind, st));
         }
     }
-    Ok(acc.map.into_values().collect())
+    Ok(())
 }
 
 /// How a minute-aligned range [lo, hi) is read, given retention: the part
@@ -578,25 +621,20 @@ pub fn summary(
         })
         .filter(|s| s.last_seen() >= from - MINUTE_MS)
         .collect();
-    let stats = if series.is_empty() {
-        Vec::new()
-    } else {
-        range_stats(src, &series, from, now_ms, true)?
-    };
-    let metrics = series
-        .iter()
-        .zip(stats)
-        .filter_map(|(s, st)| {
-            let mut point = st.point(s.key().kind, from, now_ms - from)?;
+    let mut metrics = Vec::new();
+    range_stats(src, &series, from, now_ms, true, |i, st| {
+        let s = &series[i];
+        if let Some(mut point) = st.point(s.key().kind, from, now_ms - from) {
             point.end = Some(format_ts(now_ms));
-            Some(SummaryRow {
+            metrics.push(SummaryRow {
                 metric: s.key().metric.clone(),
                 kind: s.key().kind,
                 tags: s.key().tags.to_map(),
                 point,
-            })
-        })
-        .collect();
+            });
+        }
+        Ok(())
+    })?;
     Ok(Summary {
         namespace: namespace.to_owned(),
         window: window.as_str(),
