@@ -242,21 +242,9 @@ impl Codec {
         let hist = self.unpacker.plain(body.hist)?;
         match walk_v2(hist, &map, |index, count| staged.add(index, count)) {
             Some(res) => res?,
-            None => {
-                let mut reader = hist;
-                let hist = self
-                    .de
-                    .deserialize::<u64, _>(&mut reader)
-                    .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
-                into.hist
-                    .add(&hist)
-                    .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))?;
-            }
+            None => add_via_crate(&mut self.de, hist, into)?,
         }
-        into.sum += body.sum;
-        into.min = into.min.min(body.min);
-        into.max = into.max.max(body.max);
-        into.errors += body.errors;
+        add_scalars(&body, into);
         Ok((body.first, body.last))
     }
 
@@ -286,23 +274,30 @@ impl Codec {
         let hist = self.unpacker.plain(body.hist)?;
         match merge_v2(hist, &mut into.hist) {
             Some(res) => res?,
-            None => {
-                let mut reader = hist;
-                let hist = self
-                    .de
-                    .deserialize::<u64, _>(&mut reader)
-                    .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
-                into.hist
-                    .add(&hist)
-                    .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))?;
-            }
+            None => add_via_crate(&mut self.de, hist, into)?,
         }
-        into.sum += body.sum;
-        into.min = into.min.min(body.min);
-        into.max = into.max.max(body.max);
-        into.errors += body.errors;
+        add_scalars(&body, into);
         Ok((body.first, body.last))
     }
+}
+
+/// The slow path: materialise the histogram with the crate's deserializer
+/// and add it (other precisions or bounds than `into`).
+fn add_via_crate(de: &mut Deserializer, mut plain: &[u8], into: &mut Stats) -> Result<()> {
+    let hist = de
+        .deserialize::<u64, _>(&mut plain)
+        .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+    into.hist
+        .add(&hist)
+        .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))
+}
+
+/// Adds a record's exact sum, min, max and errors.
+fn add_scalars(body: &BucketBodyV1<'_>, into: &mut Stats) {
+    into.sum += body.sum;
+    into.min = into.min.min(body.min);
+    into.max = into.max.max(body.max);
+    into.errors += body.errors;
 }
 
 /// Cookie of a plain (uncompressed) V2 histogram.
