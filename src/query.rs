@@ -524,6 +524,11 @@ impl RecordReader {
         b: i64,
         into: &mut Stats,
     ) -> Result<()> {
+        // A piece of a few minutes (the trailing window of an alert) is
+        // cheaper to read than to probe its parent record first.
+        if parent == Resolution::Hour && b - a <= 3 * MINUTE_MS {
+            return self.scan(codec, Resolution::Minute, sid, a, b, into);
+        }
         let start = parent.align(a);
         let Some(v) = self.table(parent).get((sid, start))? else {
             return Ok(()); // no data at all in this parent bucket
