@@ -22,7 +22,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::model::{Kind, MINUTE_MS, Outcome, Resolution, SeriesKey, Tags};
+use crate::model::{Kind, Outcome, Resolution, SeriesKey, Tags};
 use crate::stats::{Precision, Stats};
 
 const SHARDS: usize = 64;
@@ -448,11 +448,6 @@ impl Handle {
     }
 }
 
-/// Minute start of `t_ms`.
-pub fn minute_of(t_ms: i64) -> i64 {
-    t_ms.div_euclid(MINUTE_MS) * MINUTE_MS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,11 +499,11 @@ mod tests {
         let r = Registry::new(10, Precision::DEFAULT, 0);
         let h = r.handle(r.get_or_create("ns", Kind::Latency, "m", &[], 0).unwrap());
         h.record(Duration::from_micros(100));
-        r.observe_time(MINUTE_MS + 5);
+        r.observe_time(crate::model::MINUTE_MS + 5);
         h.record(Duration::from_micros(200));
         let st = h.series().state.lock();
         let minutes: Vec<i64> = st.buckets.iter().map(|b| b.minute).collect();
-        assert_eq!(minutes, vec![0, MINUTE_MS]);
+        assert_eq!(minutes, vec![0, crate::model::MINUTE_MS]);
         assert!(r.hot_bytes() > 0);
     }
 }

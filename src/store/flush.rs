@@ -28,7 +28,7 @@ use redb::{Durability, ReadableTable};
 
 use crate::error::Result;
 use crate::hot::{Registry, Series};
-use crate::model::{MINUTE_MS, Resolution};
+use crate::model::Resolution;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::store::codec::{Codec, encode_series};
@@ -299,9 +299,4 @@ pub fn rollup(
     }
     report.duration = started.elapsed();
     Ok(report)
-}
-
-/// Minute start of the bucket that is open at `now_ms`.
-pub fn open_minute(now_ms: i64) -> i64 {
-    now_ms.div_euclid(MINUTE_MS) * MINUTE_MS
 }

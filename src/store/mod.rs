@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::error::{Error, Result};
 use crate::store::codec::SeriesRecord;
-use crate::store::tables::{FLUSH_SEQ_KEY, META, SERIES};
+use crate::store::tables::SERIES;
 
 /// Every series in the catalog of `db` (a writable or read-only handle).
 pub fn load_series(db: &impl ReadableDatabase) -> Result<Vec<(u64, SeriesRecord)>> {
@@ -250,13 +250,6 @@ impl Store {
     /// Every series in the catalog.
     pub fn load_series(&self) -> Result<Vec<(u64, SeriesRecord)>> {
         load_series(&self.db)
-    }
-
-    /// Last committed flush sequence number.
-    pub fn flush_seq(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        Ok(table.get(FLUSH_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// Size of the file in bytes.

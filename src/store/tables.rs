@@ -9,7 +9,9 @@ use crate::model::Resolution;
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Series id -> series record.
 pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
-/// (series id, minute start, flush seq) -> bucket record not yet rolled up.
+/// (series id, minute start, 0) -> bucket record not yet rolled up: at most
+/// one per (series, minute), merged by each flush (the third key part is
+/// kept for schema compatibility and is always 0).
 pub const DELTAS: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("deltas");
 /// (series id, minute start) -> bucket record.
 pub const MINUTE: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("minute");
