@@ -52,32 +52,15 @@ use scopemon::store::tables::{DAY, HOUR, MINUTE, SERIES};
 use scopemon::store::{DB_FILE, OpenOptions, Store};
 use scopemon::{Kind, ManualClock, Monitor, Outcome, Sample, SeriesKey, Tags};
 
+mod common;
+use common::Rng;
+
 /// A UTC midnight (the same as the other benches).
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
 /// Samples per series-minute.
 const PER_MINUTE: usize = 60;
 /// The write-transaction target of the brief.
 const TARGET_MS: f64 = 50.0;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-        median * (sigma * z).exp()
-    }
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

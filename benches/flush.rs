@@ -11,29 +11,12 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use scopemon::model::{DAY_MS, MINUTE_MS};
 use scopemon::{Config, Handle, ManualClock, Monitor};
 
+mod common;
+use common::Rng;
+
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS + 5 * 3_600_000 + 7_000;
 const SERIES: usize = 10_000;
 const PER_MINUTE: usize = 20;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-        median * (sigma * z).exp()
-    }
-}
 
 struct Env {
     _dir: tempfile::TempDir,

@@ -41,6 +41,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+mod common;
+use common::Rng;
+
 /// Number of series (values of the `host` tag).
 const SERIES: u64 = 100;
 /// Width of a millisecond timestamp from 2001 to 2286.
@@ -91,28 +94,6 @@ impl Settings {
 }
 
 // ---------------------------------------------------------------- samples
-
-/// xorshift64* — deterministic, no extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Lognormal with the given median and shape (Box–Muller).
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-        median * (sigma * z).exp()
-    }
-}
 
 /// One generated sample (the timestamp is filled in at send time).
 struct Gen {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
+
+mod common;
+use common::Rng;
 use scopemon::{
     Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window,
 };
@@ -27,27 +30,6 @@ const OLD_MINUTES_PER_HOUR: i64 = 3;
 const OLD_PER_MINUTE: usize = 20;
 const NS: &str = "prod";
 const METRIC: &str = "db.query";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Lognormal latency in µs (Box–Muller).
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-        (median * (sigma * z).exp()).min(3.0e9)
-    }
-}
 
 struct Store {
     _dir: tempfile::TempDir,
@@ -98,7 +80,7 @@ fn build() -> Store {
                         metric: METRIC,
                         kind: Kind::Latency,
                         // hosts differ a little in speed
-                        value: rng.lognormal(400.0 + 10.0 * s as f64, 0.9),
+                        value: rng.lognormal(400.0 + 10.0 * s as f64, 0.9).min(3.0e9),
                         tags: t,
                         outcome: if k == 7 { Outcome::Error } else { Outcome::Ok },
                         timestamp_ms: Some(minute + (k as i64 * 2_900) % MINUTE_MS),
@@ -128,7 +110,9 @@ fn build() -> Store {
                     .record_latency(
                         NS,
                         METRIC,
-                        Duration::from_nanos((rng.lognormal(400.0, 0.9) * 1_000.0) as u64),
+                        Duration::from_nanos(
+                            (rng.lognormal(400.0, 0.9).min(3.0e9) * 1_000.0) as u64,
+                        ),
                         t,
                     )
                     .expect("record");

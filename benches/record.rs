@@ -14,34 +14,15 @@ use prometheus::{Histogram, HistogramOpts};
 use scopemon::model::DAY_MS;
 use scopemon::{Config, Handle, ManualClock, Monitor};
 
+mod common;
+use common::Rng;
+
 /// A UTC midnight, plus a few hours so nothing sits on a boundary.
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS + 5 * 3_600_000 + 7_000;
 
 /// Latencies cycled through by every benchmark (a power of two).
 const N_LAT: usize = 4096;
 const MASK: usize = N_LAT - 1;
-
-/// xorshift64* — deterministic, no extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Lognormal with the given median and shape (Box–Muller).
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-        median * (sigma * z).exp()
-    }
-}
 
 /// Lognormal latencies, median 800 µs.
 fn latencies() -> Vec<Duration> {

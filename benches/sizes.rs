@@ -21,6 +21,9 @@ use scopemon::store::codec::{Codec, decode_series};
 use scopemon::store::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
 use scopemon::{Config, Kind, ManualClock, Monitor, Outcome, Sample};
 
+mod common;
+use common::Rng;
+
 /// Counts live heap bytes so hot memory can be measured, not just reported.
 struct Counting;
 
@@ -64,26 +67,6 @@ fn live() -> isize {
 
 /// A UTC midnight.
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-        median * (sigma * z).exp()
-    }
-}
 
 /// A latency in µs: lognormal, median 800 µs, shape 1.0.
 fn latency_us(rng: &mut Rng) -> f64 {
