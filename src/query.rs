@@ -140,15 +140,15 @@ fn check_range(from: i64, to: i64) -> Result<()> {
     Ok(())
 }
 
-/// Snapshot: a read transaction plus the hot stats of the selected series
-/// in minute range [lo, hi), merged per (series index, target bucket).
+/// Snapshot: opens a read transaction and, under the commit gate (see the
+/// module doc), hands every hot stats of the selected series with minute in
+/// [lo, hi) to `visit(series index, series, minute, stats)`.
 fn snapshot(
     src: &Source<'_>,
     series: &[Arc<Series>],
     lo: i64,
     hi: i64,
-    mut target: impl FnMut(usize, i64) -> Option<(usize, i64)>,
-    acc: &mut Accumulators,
+    mut visit: impl FnMut(usize, &Series, i64, &Stats) -> Result<()>,
 ) -> Result<ReadTransaction> {
     let _gate = src.gate.read();
     let rtx = src.store.db().begin_read()?;
@@ -159,15 +159,11 @@ fn snapshot(
             .iter()
             .filter(|b| b.minute >= lo && b.minute < hi)
         {
-            let Some(slot) = target(i, b.minute) else {
-                continue;
-            };
-            let a = acc.get(slot, s.key().kind);
             if let Some(live) = &b.live {
-                a.merge(live)?;
+                visit(i, s, b.minute, live)?;
             }
             if let Some(inflight) = &b.inflight {
-                a.merge(inflight)?;
+                visit(i, s, b.minute, inflight)?;
             }
         }
     }
@@ -288,14 +284,9 @@ fn bucket_points(
     // Minutes feeding buckets [first, last bucket end).
     let hi = first + n * w;
     let mut acc = Accumulators::new(src.registry.precision());
-    let rtx = snapshot(
-        src,
-        series,
-        first,
-        hi,
-        |_, m| Some((0, res.align(m))),
-        &mut acc,
-    )?;
+    let rtx = snapshot(src, series, first, hi, |_, s, m, st| {
+        acc.get((0, res.align(m)), s.key().kind).merge(st)
+    })?;
     let mut codec = Codec::new();
     let table = rtx.open_table(tables::buckets(res))?;
     for s in series {
@@ -335,32 +326,15 @@ pub fn range_stats(
     let hi = ceil_to(to, MINUTE_MS);
     let precision = src.registry.precision();
     let group = |i: usize| if per_series { i } else { 0 };
-    // Hot buckets, read under the gate with the snapshot opened (see the
-    // module doc); only groups with hot data in range get a histogram.
+    // Only groups with hot data in range get a histogram here.
     let mut hot: Vec<Option<Stats>> = (0..if per_series { series.len() } else { 1 })
         .map(|_| None)
         .collect();
-    let rtx = {
-        let _gate = src.gate.read();
-        let rtx = src.store.db().begin_read()?;
-        for (i, s) in series.iter().enumerate() {
-            let st = s.state.lock();
-            for b in st
-                .buckets
-                .iter()
-                .filter(|b| b.minute >= lo && b.minute < hi)
-            {
-                let a = hot[group(i)].get_or_insert_with(|| Stats::new(s.key().kind, precision));
-                if let Some(live) = &b.live {
-                    a.merge(live)?;
-                }
-                if let Some(inflight) = &b.inflight {
-                    a.merge(inflight)?;
-                }
-            }
-        }
-        rtx
-    };
+    let rtx = snapshot(src, series, lo, hi, |i, s, _, st| {
+        hot[group(i)]
+            .get_or_insert_with(|| Stats::new(s.key().kind, precision))
+            .merge(st)
+    })?;
     let mut codec = Codec::new();
     // Stored counts are staged in index space and recorded once per
     // accumulator (Codec::stage_into) when each accumulator takes many
