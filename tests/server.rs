@@ -185,6 +185,18 @@ fn ingest_query_restart_and_crash() {
     let mut s = Server::start(dir.path());
     assert_eq!(s.get_text("/health/quick"), "OK");
     assert_eq!(s.get_text("/readyz"), "OK");
+    assert_eq!(s.get_text("/livez"), "OK");
+    let mut r = Server::agent()
+        .get(&format!("{}/health/quick", s.base))
+        .header("accept", "application/json")
+        .call()
+        .expect("GET");
+    let quick: Value = r.body_mut().read_json().expect("json");
+    assert_eq!(
+        (quick["status"].as_str(), quick["healthy"].as_u64()),
+        (Some("pass"), Some(1)),
+        "{quick}"
+    );
 
     let a = s.ingest(&samples(300, t0, 0));
     assert_eq!(a["accepted"], 300, "{a}");
@@ -197,6 +209,10 @@ fn ingest_query_restart_and_crash() {
     );
     let (_, series) = s.get("/v1/series?namespace=production");
     assert_eq!(series["series"].as_array().map(Vec::len), Some(3));
+    let (_, ns) = s.get("/v1/namespaces");
+    assert_eq!(ns["namespaces"][0]["namespace"], "production", "{ns}");
+    assert_eq!(ns["namespaces"][0]["series"], 3);
+    assert_eq!(ns["namespaces"][0]["retention"]["source"], "default");
     let before = answers(&s);
     assert_eq!(before[0]["points"][0]["errors"], 30);
 
