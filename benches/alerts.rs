@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scopemon::alerts::Threshold;
-use scopemon::model::{DAY_MS, HOUR_MS};
+use scopemon::Threshold;
 use scopemon::{Clock, Config, Kind, ManualClock, Monitor, Outcome, Sample};
+use scopemon::{DAY_MS, HOUR_MS};
 
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
 

@@ -12,7 +12,7 @@
 //! 2. For `COMPACT_REPEATS` (default 2) rounds and each batch size in
 //!    `COMPACT_BATCHES` (default 2000,500,1000,10000) copies the built file
 //!    (fsynced, so no writeback competes with the compactor), opens it with
-//!    `Store::open` and runs `scopemon::retention::compact` with that batch,
+//!    `Store::open` and runs `scopemon::internals::compact` (retention) with that batch,
 //!    checking it removes exactly what `count_expired` counted and leaves
 //!    nothing expired. The first run also measures redb's file compaction
 //!    (`while db.compact()? {}`) and the file sizes around it.
@@ -44,12 +44,15 @@ use std::time::{Duration, Instant};
 
 use redb::Durability;
 use scopemon::Config;
-use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
-use scopemon::retention::{self, CompactOptions, CompactReport, RetentionPolicy};
-use scopemon::stats::{Precision, Stats};
-use scopemon::store::codec::{Codec, encode_series};
-use scopemon::store::tables::{DAY, HOUR, MINUTE, SERIES};
-use scopemon::store::{DB_FILE, OpenOptions, Store};
+use scopemon::DB_FILE;
+use scopemon::Precision;
+use scopemon::internals::Stats;
+use scopemon::internals::tables::{DAY, HOUR, MINUTE, SERIES};
+use scopemon::internals::{self as retention, RetentionPolicy};
+use scopemon::internals::{Codec, encode_series};
+use scopemon::internals::{OpenOptions, Store};
+use scopemon::{CompactOptions, CompactReport};
+use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
 use scopemon::{Kind, ManualClock, Monitor, Outcome, Sample, SeriesKey, Tags};
 
 mod common;
@@ -820,7 +823,7 @@ fn main() {
     }
 
     println!(
-        "## Retention compaction (`scopemon::retention::compact`, default CompactOptions but `batch`)\n"
+        "## Retention compaction (`scopemon::internals::compact` (retention), default CompactOptions but `batch`)\n"
     );
     println!("Every run, in order (each on a fresh fsynced copy of the built file):\n");
     print_runs(&runs, &built);

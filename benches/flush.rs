@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use scopemon::model::{DAY_MS, MINUTE_MS};
 use scopemon::{Config, Handle, ManualClock, Monitor};
+use scopemon::{DAY_MS, MINUTE_MS};
 
 mod common;
 use common::Rng;

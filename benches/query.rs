@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
+use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 mod common;
 use common::Rng;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metrics_util::storage::AtomicBucket;
 use prometheus::{Histogram, HistogramOpts};
-use scopemon::model::DAY_MS;
+use scopemon::DAY_MS;
 use scopemon::{Config, Handle, ManualClock, Monitor};
 
 mod common;
@@ -189,7 +189,7 @@ fn two_threads(c: &mut Criterion) {
     let gap = (Arc::as_ptr(h1.series()) as isize - Arc::as_ptr(h0.series()) as isize).abs();
     eprintln!(
         "series h0/h1 allocations are {gap} bytes apart (Series is {} bytes)",
-        std::mem::size_of::<scopemon::hot::Series>()
+        std::mem::size_of::<scopemon::internals::Series>()
     );
     let prom = prom_histogram("rpc_latency_seconds");
     let prom_a = prom_histogram("rpc_a_latency_seconds");

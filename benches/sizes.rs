@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
-use scopemon::retention::CompactOptions;
-use scopemon::store::DB_FILE;
-use scopemon::store::codec::{Codec, decode_series};
-use scopemon::store::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
+use scopemon::CompactOptions;
+use scopemon::DB_FILE;
+use scopemon::internals::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
+use scopemon::internals::{Codec, decode_series};
 use scopemon::{Config, Kind, ManualClock, Monitor, Outcome, Sample};
+use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 mod common;
 use common::Rng;

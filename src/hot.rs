@@ -185,11 +185,6 @@ impl Registry {
         minute
     }
 
-    /// The minute handles record into now.
-    pub fn current_minute(&self) -> i64 {
-        self.current_minute.load(Ordering::Relaxed)
-    }
-
     /// Heap bytes held by hot histograms.
     pub fn hot_bytes(&self) -> usize {
         self.hot_bytes.load(Ordering::Relaxed)

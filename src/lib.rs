@@ -2,33 +2,71 @@
 //! monitoring, embeddable as a library ([`Monitor`]) or run as a daemon
 //! (`scopemon serve`).
 //!
-//! The trunk is one data path: [`model`] (validated names and samples) →
-//! [`hot`] (sharded in-memory series) → [`store`] (the redb file: deltas and
-//! minute/hour/day records) → [`query`] (merges all three). [`http`] and the
-//! CLI are thin layers over [`Monitor`].
+//! The trunk is one data path: `model` (validated names and samples) →
+//! `hot` (sharded in-memory series) → `store` (the redb file: deltas and
+//! minute/hour/day records) → `query` (merges all three). Side rooms read
+//! or trim the trunk: `retention`, `baseline`, `alerts`. [`Monitor`] wires
+//! them and runs their background [`tasks`](TaskStatus); the HTTP API
+//! ([`router`]), the daemon ([`server`]) and the offline commands are thin
+//! layers over it. See `ARCHITECTURE.md` for every room's job and invariant.
+//!
+//! This page is the whole public surface: modules are private, and what an
+//! embedder needs is re-exported here.
 
 #![warn(missing_docs)]
 
-pub mod alerts;
-pub mod baseline;
-pub mod clock;
-pub mod config;
-pub mod error;
-pub mod hot;
-pub mod http;
-pub mod model;
-pub mod monitor;
-pub mod query;
-pub mod retention;
+mod alerts;
+mod baseline;
+mod clock;
+mod config;
+mod error;
+mod hot;
+mod http;
+mod model;
+mod monitor;
+mod query;
+mod retention;
 pub mod server;
-pub mod stats;
-pub mod store;
+mod stats;
+mod store;
+mod tasks;
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use config::Config;
+pub use alerts::{
+    Alert, AlertCounters, AlertState, Issue, Op, PerformanceHealth, Severity, Threshold, Transition,
+};
+pub use baseline::{Band, Baseline, BaselineStatus, Selection};
+pub use clock::{Clock, JumpWaker, ManualClock, SharedClock, SystemClock};
+pub use config::{
+    AlertsConfig, BaselineConfig, Config, HealthConfig, MemoryConfig, Retention, RetentionConfig,
+    RetentionRule, RetentionSource, ServerConfig, StorageConfig,
+};
 pub use error::{Error, Result};
 pub use hot::Handle;
-pub use model::{Kind, Outcome, Resolution, SeriesKey, Tags};
-pub use monitor::{Monitor, MonitorBuilder, Sample};
-pub use query::{QueryResult, QuerySpec, Window};
-pub use stats::Point;
+pub use http::router;
+pub use model::{
+    DAY_MS, HOUR_MS, Kind, MINUTE_MS, Outcome, Resolution, SeriesKey, Tags, format_duration_ms,
+    format_ts, parse_query_time,
+};
+pub use monitor::{
+    EngineStats, MAX_FUTURE_MS, Monitor, MonitorBuilder, OWN_NAMESPACE, Sample, SeriesInfo,
+};
+pub use query::{MAX_POINTS, QueryResult, QuerySpec, Summary, SummaryRow, Window};
+pub use retention::{CompactOptions, CompactReport};
+pub use stats::{Point, Precision};
+pub use store::DB_FILE;
+pub use store::flush::{FlushReport, RollupReport};
+pub use tasks::TaskStatus;
+
+/// Not part of scopemon's API: store internals for the project's own
+/// benchmarks, tests and the offline commands, which build, inspect or
+/// damage store files directly. Anything here may change at any time.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::hot::Series;
+    pub use crate::retention::{RetentionPolicy, compact, count_expired};
+    pub use crate::stats::Stats;
+    pub use crate::store::codec::{Codec, decode_series, encode_series};
+    pub use crate::store::migrations::{self, CURRENT, SCHEMA_VERSION_KEY};
+    pub use crate::store::tables;
+    pub use crate::store::{OpenOptions, Store, load_series, open_read_only};
+}

@@ -23,7 +23,6 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hot::{Registry, Series};
 use crate::model::{DAY_MS, HOUR_MS, Kind, MINUTE_MS, Resolution, Tags, format_ts};
-use crate::retention::RetentionPolicy;
 use crate::stats::{Point, Precision, Stats};
 use crate::store::Store;
 use crate::store::codec::Codec;
@@ -110,6 +109,15 @@ pub struct QueryResult {
     pub points: Vec<Point>,
 }
 
+/// Where retention ends, as queries need it: the start of the oldest
+/// bucket of `res` in namespace `ns` that is not expired at `now_ms`. The
+/// retention room implements it; the query only reads through it, so the
+/// trunk never imports a side room.
+pub trait Horizons: Send + Sync {
+    /// Start of the oldest unexpired bucket.
+    fn horizon(&self, ns: &str, res: Resolution, now_ms: i64) -> i64;
+}
+
 /// What a query needs from the engine.
 pub struct Source<'a> {
     /// Series registry.
@@ -118,8 +126,8 @@ pub struct Source<'a> {
     pub store: &'a Store,
     /// Commit gate (see `store::flush`).
     pub gate: &'a RwLock<()>,
-    /// Retention: expired buckets are never read.
-    pub policy: &'a RetentionPolicy,
+    /// Retention horizons: expired buckets are never read.
+    pub horizons: &'a dyn Horizons,
     /// The time queries are answered at.
     pub now_ms: i64,
 }
@@ -268,7 +276,7 @@ fn bucket_points(
     // Expired buckets are never read, deleted yet or not.
     let horizon = series
         .first()
-        .map(|s| src.policy.horizon(&s.key().namespace, res, src.now_ms))
+        .map(|s| src.horizons.horizon(&s.key().namespace, res, src.now_ms))
         .unwrap_or(i64::MIN);
     let first = ceil_to(from, w).max(horizon);
     if first >= to {
@@ -421,7 +429,7 @@ struct RangeParts {
 
 impl RangeParts {
     fn new(src: &Source<'_>, ns: &str, lo: i64, hi: i64) -> RangeParts {
-        let h = |r| src.policy.horizon(ns, r, src.now_ms);
+        let h = |r| src.horizons.horizon(ns, r, src.now_ms);
         // Hours from P on have every minute retained; days from Q on every hour.
         let p = ceil_to(h(Resolution::Minute), HOUR_MS);
         let q = ceil_to(h(Resolution::Hour), DAY_MS);

@@ -146,6 +146,12 @@ impl RetentionPolicy {
     }
 }
 
+impl crate::query::Horizons for RetentionPolicy {
+    fn horizon(&self, ns: &str, res: Resolution, now_ms: i64) -> i64 {
+        RetentionPolicy::horizon(self, ns, res, now_ms)
+    }
+}
+
 /// How to run a compaction.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactOptions {

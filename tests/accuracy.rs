@@ -23,18 +23,18 @@
 //! days. The clock therefore never runs more than 46 hours past the first
 //! sample (checked in every case): every range stays exact to the minute.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
-use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS, format_ts};
+use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS, format_ts};
 use scopemon::{
-    Config, Kind, ManualClock, Monitor, Outcome, Point, QuerySpec, Resolution, Sample, Tags, Window,
+    Kind, ManualClock, Monitor, Outcome, Point, QuerySpec, Resolution, Sample, Tags, Window,
 };
 
 const NS: &str = "acc";
@@ -42,7 +42,7 @@ const METRIC: &str = "op.latency";
 /// The latency kind's largest value (1 hour in µs).
 const MAX_US: u64 = 3_600_000_000;
 /// A UTC midnight.
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+use common::T0;
 /// Longest span of sample timestamps.
 const MAX_SPAN_MS: i64 = 40 * HOUR_MS;
 /// Furthest the clock is set past the last sample.
@@ -316,13 +316,7 @@ fn check_point(p: &Point, e: &Exact, ctx: &str) -> Result<(), TestCaseError> {
 
 // ------------------------------------------------------------------ engine
 
-fn open(dir: &Path, clock: &ManualClock) -> Monitor {
-    Monitor::builder(Config::with_data_dir(dir))
-        .clock(Arc::new(clock.clone()))
-        .background(false)
-        .open()
-        .expect("open monitor")
-}
+use common::open;
 
 /// Tag sets of the series a sample's label selects.
 const SERIES_TAGS: [&[(&str, &str)]; 3] = [

@@ -1,24 +1,19 @@
 //! The library engine end to end with a manual clock: record, read before
 //! and after flush and rollup, reopen the file, and bad input.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use scopemon::Clock;
-use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
 use scopemon::{
     Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window,
 };
+use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
 
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS; // a UTC midnight
+use common::T0;
 
-fn open(dir: &std::path::Path, clock: &ManualClock) -> Monitor {
-    Monitor::builder(Config::with_data_dir(dir))
-        .clock(Arc::new(clock.clone()))
-        .background(false)
-        .open()
-        .unwrap()
-}
+use common::open;
 
 fn spec(window: Window, from: i64, to: i64) -> QuerySpec {
     QuerySpec {
@@ -232,13 +227,13 @@ fn a_newer_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     drop(open(dir.path(), &clock));
-    let path = dir.path().join(scopemon::store::DB_FILE);
+    let path = dir.path().join(scopemon::DB_FILE);
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(scopemon::store::tables::META)
+        txn.open_table(scopemon::internals::tables::META)
             .unwrap()
-            .insert(scopemon::store::migrations::SCHEMA_VERSION_KEY, 99u64)
+            .insert(scopemon::internals::SCHEMA_VERSION_KEY, 99u64)
             .unwrap();
         txn.commit().unwrap();
     }

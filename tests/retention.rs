@@ -3,21 +3,22 @@
 //! retention, every bucket inside it is still there, old samples still count
 //! in their hour and day buckets, and the file stays bounded.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable};
-use scopemon::config::RetentionRule;
-use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
-use scopemon::retention::CompactOptions;
-use scopemon::store::tables;
-use scopemon::store::{OpenOptions, Store};
+use scopemon::CompactOptions;
+use scopemon::RetentionRule;
+use scopemon::internals::tables;
+use scopemon::internals::{OpenOptions, Store};
 use scopemon::{
     Clock, Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window,
 };
+use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
 
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+use common::T0;
 const NAMESPACES: [&str; 3] = ["long", "short", "ovr"];
 
 fn config(dir: &std::path::Path) -> Config {
@@ -32,11 +33,7 @@ fn config(dir: &std::path::Path) -> Config {
 }
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Monitor {
-    Monitor::builder(config(dir))
-        .clock(Arc::new(clock.clone()))
-        .background(false)
-        .open()
-        .unwrap()
+    common::open_with(config(dir), clock)
 }
 
 /// Every (namespace, resolution, bucket start) holding data, from the file.
@@ -56,7 +53,7 @@ fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
             let (k, _) = e.unwrap();
             let (sid, start) = k.value();
             // scopemon's own series (compactor figures) are not under test
-            if ns_of[&sid] != scopemon::monitor::OWN_NAMESPACE {
+            if ns_of[&sid] != scopemon::OWN_NAMESPACE {
                 out.insert((ns_of[&sid].clone(), res, start));
             }
         }
@@ -192,7 +189,7 @@ fn ninety_days_of_ingest_with_daily_compaction() {
     let m = open(dir.path(), &clock);
     let r = m.retention("ovr");
     assert_eq!((r.minute_ms, r.hour_ms), (12 * HOUR_MS, 5 * DAY_MS));
-    assert_eq!(r.source, scopemon::config::RetentionSource::Override);
+    assert_eq!(r.source, scopemon::RetentionSource::Override);
 }
 
 #[test]

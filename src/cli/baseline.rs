@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use scopemon::baseline::{Band, Selection};
+use scopemon::{Band, Selection};
 use scopemon::{Kind, Monitor, Tags};
 
 use super::{Format, load_config, require_store};

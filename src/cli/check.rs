@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
-use scopemon::store::codec::{Codec, decode_series};
-use scopemon::store::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
-use scopemon::store::{OpenOptions, Store};
+use scopemon::internals::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
+use scopemon::internals::{Codec, decode_series};
+use scopemon::internals::{OpenOptions, Store};
 
 use super::require_store;
 

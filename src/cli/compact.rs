@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use scopemon::Clock;
-use scopemon::retention::{self, CompactOptions, RetentionPolicy};
-use scopemon::store::codec::Codec;
-use scopemon::store::{OpenOptions, Store};
+use scopemon::CompactOptions;
+use scopemon::internals::Codec;
+use scopemon::internals::{self as retention, RetentionPolicy};
+use scopemon::internals::{OpenOptions, Store};
 
 use super::{Format, load_config, require_store};
 
@@ -33,7 +34,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let now = scopemon::SystemClock.now_ms();
     let report = if a.dry_run {
         // Read-only: a dry run leaves the file byte-for-byte unchanged.
-        let db = scopemon::store::open_read_only(&a.data_dir)?;
+        let db = scopemon::internals::open_read_only(&a.data_dir)?;
         let policy = RetentionPolicy::load(&config, &db)?;
         retention::count_expired(&db, &policy, now)?
     } else {

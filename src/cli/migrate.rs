@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use scopemon::store::migrations::{self, CURRENT};
-use scopemon::store::{OpenOptions, Store};
+use scopemon::internals::migrations::{self, CURRENT};
+use scopemon::internals::{OpenOptions, Store};
 
 use super::require_store;
 
@@ -21,7 +21,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let found = Store::inspect_version(&a.data_dir)?;
     if found > CURRENT {
         return Err(scopemon::Error::SchemaTooNew {
-            path: a.data_dir.join(scopemon::store::DB_FILE),
+            path: a.data_dir.join(scopemon::DB_FILE),
             found,
             supported: CURRENT,
         }

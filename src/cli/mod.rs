@@ -101,7 +101,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
 
 /// Fails with a clear message when `data_dir` holds no store.
 pub fn require_store(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = data_dir.join(scopemon::store::DB_FILE);
+    let path = data_dir.join(scopemon::DB_FILE);
     if !path.exists() {
         anyhow::bail!("no store at {} (check --data-dir)", path.display());
     }

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use scopemon::model::{Tags, parse_query_time};
 use scopemon::{Config, Kind, Monitor, Point, QuerySpec, Resolution, Window};
+use scopemon::{Tags, parse_query_time};
 
 use super::{Format, require_store};
 

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use scopemon::config::RetentionRule;
-use scopemon::retention::RetentionPolicy;
-use scopemon::store::{OpenOptions, Store};
+use scopemon::RetentionRule;
+use scopemon::internals::RetentionPolicy;
+use scopemon::internals::{OpenOptions, Store};
 
 use super::{Format, load_config, require_store};
 

@@ -1,0 +1,245 @@
+//! [`Monitor`]: the embeddable engine (PerformanceMonitor of the design),
+//! the public face over [`engine`]'s state and the background [`Tasks`].
+//! The HTTP server and the CLI are thin layers over it.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use scopemon::{Config, Monitor};
+//! let monitor = Monitor::open(Config::with_data_dir("./data"))?;
+//! monitor.record_latency("production", "foundation.config.get", Duration::from_micros(1500), &[("cache", "miss")])?;
+//! let handle = monitor.latency_handle("production", "db.query", &[])?;
+//! handle.record(Duration::from_micros(420));
+//! monitor.close()?;
+//! # Ok::<(), scopemon::Error>(())
+//! ```
+//!
+//! Rooms: `engine.rs` owns the state and the jobs, `record.rs` the recording
+//! API, `read.rs` queries and the admin API (retention, compaction,
+//! baselines, thresholds, alerts). Background jobs capture the engine
+//! weakly, so dropping the `Monitor` ends them.
+
+mod engine;
+mod read;
+mod record;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use serde::Serialize;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::error::Result;
+use crate::store::flush::{FlushReport, RollupReport};
+use crate::tasks::{Schedule, TaskStatus, Tasks};
+
+use engine::Engine;
+pub use engine::OWN_NAMESPACE;
+pub use read::SeriesInfo;
+pub use record::{MAX_FUTURE_MS, Sample};
+
+/// Figures about the engine itself (for `/metrics` and health).
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStats {
+    /// Known series.
+    pub series: usize,
+    /// Series holding hot data.
+    pub hot_series: usize,
+    /// Bytes of hot histograms.
+    pub hot_bytes: usize,
+    /// Flushes completed.
+    pub flushes: u64,
+    /// Flushes that failed.
+    pub flush_errors: u64,
+    /// Unix ms of the last successful flush (0 = none yet).
+    pub last_flush_ms: i64,
+    /// The last flush's report.
+    pub last_flush: Option<FlushReport>,
+    /// The last rollup's report.
+    pub last_rollup: Option<RollupReport>,
+    /// Store file size.
+    pub file_bytes: u64,
+}
+
+/// Builder for [`Monitor`].
+pub struct MonitorBuilder {
+    config: Config,
+    clock: SharedClock,
+    background: bool,
+}
+
+impl MonitorBuilder {
+    /// Uses `clock` instead of the system clock (background tasks follow it).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether background tasks get their own threads (default true).
+    /// Without them the owner drives the same tasks with
+    /// [`Monitor::run_due_tasks`], or calls [`Monitor::flush`] and
+    /// [`Monitor::rollup`] itself.
+    pub fn background(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+
+    /// Opens the store and starts the engine's tasks.
+    pub fn open(self) -> Result<Monitor> {
+        let engine = Arc::new(Engine::open(self.config, self.clock.clone())?);
+        let tasks = Tasks::new(self.clock, self.background);
+        register_tasks(&tasks, &engine)?;
+        Ok(Monitor { engine, tasks })
+    }
+}
+
+/// Registers the engine's periodic jobs. Each captures the engine weakly:
+/// a job that outlives its engine does nothing.
+fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
+    fn job(
+        engine: &Arc<Engine>,
+        f: impl Fn(&Engine, i64) -> Result<()> + Send + Sync + 'static,
+    ) -> impl Fn(i64) -> Result<()> + Send + Sync + 'static {
+        let weak: Weak<Engine> = Arc::downgrade(engine);
+        move |now| weak.upgrade().map_or(Ok(()), |e| f(&e, now))
+    }
+    let c = &engine.config;
+    let flush_every = Schedule::Every(c.storage.flush_interval);
+    tasks.register(
+        "flush",
+        flush_every,
+        job(engine, |e, now| e.flush(now).map(|_| ())),
+    )?;
+    tasks.register("rollup", flush_every, job(engine, Engine::rollup_step))?;
+    // Handles read the minute from an atomic: move it at every boundary.
+    let minute = Schedule::Aligned(std::time::Duration::from_secs(60));
+    tasks.register(
+        "minute",
+        minute,
+        job(engine, |e, now| {
+            e.registry.observe_time(now);
+            Ok(())
+        }),
+    )?;
+    let compact = Schedule::Every(c.storage.compact_interval);
+    tasks.register(
+        "compaction",
+        compact,
+        job(engine, |e, now| {
+            e.compact(now, Default::default()).map(|_| ())
+        }),
+    )?;
+    let baselines = Schedule::Every(c.baseline.recompute_interval);
+    tasks.register(
+        "baseline",
+        baselines,
+        job(engine, |e, now| e.recompute_baselines(now).map(|_| ())),
+    )?;
+    Ok(())
+}
+
+/// The engine handle. Cheap to share behind an `Arc`; every method takes
+/// `&self` and is safe to call from many threads.
+pub struct Monitor {
+    engine: Arc<Engine>,
+    tasks: Tasks,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("store", &self.engine.store)
+            .finish()
+    }
+}
+
+impl Monitor {
+    /// Opens the store in `config.storage.data_dir` with the system clock
+    /// and background tasks.
+    pub fn open(config: Config) -> Result<Monitor> {
+        Monitor::builder(config).open()
+    }
+
+    /// A builder for non-default clocks or no background threads.
+    pub fn builder(config: Config) -> MonitorBuilder {
+        MonitorBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            background: true,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.engine.config
+    }
+
+    /// The clock in use.
+    pub fn now_ms(&self) -> i64 {
+        self.engine.clock.now_ms()
+    }
+
+    /// The status of every background task (flush, rollup, minute,
+    /// compaction, baseline, ...), in registration order.
+    pub fn tasks(&self) -> Vec<TaskStatus> {
+        self.tasks.statuses()
+    }
+
+    /// Runs every background task that is due at the clock's time, on the
+    /// calling thread; returns how many ran. For monitors built with
+    /// `background(false)`, whose owner drives time (tests, tools).
+    pub fn run_due_tasks(&self) -> usize {
+        self.tasks.run_due()
+    }
+
+    /// Figures about the engine.
+    pub fn stats(&self) -> EngineStats {
+        let e = &self.engine;
+        let f = &e.flush_stats;
+        EngineStats {
+            series: e.registry.all().len(),
+            hot_series: e.registry.hot_series(),
+            hot_bytes: e.registry.hot_bytes(),
+            flushes: f.flushes.load(Ordering::Relaxed),
+            flush_errors: f.errors.load(Ordering::Relaxed),
+            last_flush_ms: f.last_ms.load(Ordering::Relaxed),
+            last_flush: f.last.lock().clone(),
+            last_rollup: f.last_rollup.lock().clone(),
+            file_bytes: e.store.file_size().unwrap_or(0),
+        }
+    }
+
+    /// False while the most recent flush attempt failed (the store is not
+    /// taking writes); no I/O.
+    pub fn is_healthy(&self) -> bool {
+        !self.engine.flush_stats.last_failed.load(Ordering::Relaxed) && !self.is_closed()
+    }
+
+    /// True once [`Monitor::close`] has begun.
+    pub fn is_closed(&self) -> bool {
+        self.engine.closed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the background tasks and writes everything still hot.
+    /// Idempotent; also run (errors logged) when the monitor is dropped.
+    pub fn close(&self) -> Result<()> {
+        if self.engine.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.tasks.stop();
+        // Samples recorded by racing threads before `closed` was seen are
+        // in hot buckets; this flush writes them all.
+        let now = self.engine.clock.now_ms();
+        self.engine.flush(now)?;
+        self.engine.rollup(now, usize::MAX)?;
+        Ok(())
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Err(err) = self.close() {
+            tracing::error!(error = %err, "final flush on drop failed");
+        }
+    }
+}
