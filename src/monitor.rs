@@ -516,20 +516,18 @@ impl Monitor {
             None => self.engine.registry.observe_time(now),
             Some(ts) => {
                 if ts > now + MAX_FUTURE_MS {
-                    return Err(Error::TimestampInFuture(format!(
-                        "timestamp {} is more than 5 minutes ahead of the server clock ({})",
-                        format_ts(ts),
-                        format_ts(now)
-                    )));
+                    return Err(Error::TimestampInFuture {
+                        timestamp_ms: ts,
+                        now_ms: now,
+                    });
                 }
                 let longest = self.retention(s.namespace).longest_ms();
                 if ts < now - longest {
-                    return Err(Error::OutsideRetention(format!(
-                        "timestamp {} is older than namespace {:?}'s longest retention ({}); it would be deleted at once",
-                        format_ts(ts),
-                        s.namespace,
-                        crate::model::format_duration_ms(longest)
-                    )));
+                    return Err(Error::OutsideRetention {
+                        timestamp_ms: ts,
+                        namespace: s.namespace.to_owned(),
+                        retention_ms: longest,
+                    });
                 }
                 Resolution::Minute.align(ts)
             }
