@@ -5,7 +5,8 @@
 //! The trunk is one data path: [`model`] (validated names and samples) →
 //! [`hot`] (sharded in-memory series) → [`store`] (the redb file: deltas and
 //! minute/hour/day records) → [`query`] (merges all three). [`http`] and the
-//! CLI are thin layers over [`Monitor`].
+//! CLI are thin layers over [`Monitor`] and, for a stopped store,
+//! [`offline`].
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod hot;
 pub mod http;
 pub mod model;
 pub mod monitor;
+pub mod offline;
 pub mod query;
 pub mod retention;
 pub mod server;
