@@ -440,7 +440,7 @@ impl Config {
 
     /// Path of the redb file.
     pub fn db_path(&self) -> PathBuf {
-        self.storage.data_dir.join(crate::store::DB_FILE)
+        crate::store::db_path(&self.storage.data_dir)
     }
 }
 

@@ -1,8 +1,17 @@
 //! The library's error type. Every variant carries a stable machine code
 //! ([`Error::code`], the `error` field of HTTP answers) and a human sentence
 //! that says what to do next.
+//!
+//! Variants carry structured fields where a caller would match on them
+//! (paths, addresses, timestamps); the rest wrap the sentence they print.
+//! A variant wrapping another error both prints it and returns it from
+//! `source()`, so a reporter walking the chain must not print it twice
+//! (the CLI's `report` skips a cause its parent already says).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use crate::model::{format_duration_ms, format_ts};
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -36,11 +45,31 @@ pub enum Error {
         limit: usize,
     },
     /// Timestamp older than the namespace's longest retention.
-    #[error("{0}")]
-    OutsideRetention(String),
+    #[error(
+        "timestamp {} is older than namespace {namespace:?}'s longest retention ({}); it would be deleted at once",
+        format_ts(*timestamp_ms),
+        format_duration_ms(*retention_ms)
+    )]
+    OutsideRetention {
+        /// The sample's timestamp, Unix ms.
+        timestamp_ms: i64,
+        /// Its namespace.
+        namespace: String,
+        /// The namespace's longest retention, ms.
+        retention_ms: i64,
+    },
     /// Timestamp more than 5 minutes ahead of the server clock.
-    #[error("{0}")]
-    TimestampInFuture(String),
+    #[error(
+        "timestamp {} is more than 5 minutes ahead of the server clock ({})",
+        format_ts(*timestamp_ms),
+        format_ts(*now_ms)
+    )]
+    TimestampInFuture {
+        /// The sample's timestamp, Unix ms.
+        timestamp_ms: i64,
+        /// The server clock when it arrived, Unix ms.
+        now_ms: i64,
+    },
     /// A query parameter is malformed or unknown.
     #[error("{0}")]
     InvalidParameter(String),
@@ -91,6 +120,29 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory, or a file in it, cannot be created or opened.
+    #[error("cannot {action} {path}: {source}")]
+    DataDir {
+        /// What was tried, e.g. "create the data directory".
+        action: &'static str,
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A failure of scopemon itself, not of the input: a background task
+    /// that panicked or was cancelled, an answer that could not be
+    /// serialised (HTTP 500).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The monitor has been closed.
     #[error("the monitor is closed")]
     Closed,
@@ -131,8 +183,8 @@ impl Error {
             Error::ValueOutOfRange(_) => "value_out_of_range",
             Error::InvalidSample(_) => "invalid_sample",
             Error::SeriesLimitExceeded { .. } => "series_limit_exceeded",
-            Error::OutsideRetention(_) => "outside_retention",
-            Error::TimestampInFuture(_) => "timestamp_in_future",
+            Error::OutsideRetention { .. } => "outside_retention",
+            Error::TimestampInFuture { .. } => "timestamp_in_future",
             Error::InvalidParameter(_) => "invalid_parameter",
             Error::InvalidRange(_) => "invalid_range",
             Error::NotFound(_) => "not_found",
@@ -141,6 +193,9 @@ impl Error {
             Error::SchemaTooOld { .. } => "schema_too_old",
             Error::Corrupt { .. } => "corrupt_record",
             Error::Config(_) => "invalid_config",
+            Error::Listen { .. } => "listen_failed",
+            Error::DataDir { .. } => "data_dir_unusable",
+            Error::Internal(_) => "internal",
             Error::Closed => "closed",
             Error::Storage(_) => "storage_error",
             Error::Io(_) => "io_error",
@@ -156,6 +211,9 @@ impl Error {
                 | Error::SchemaTooOld { .. }
                 | Error::Corrupt { .. }
                 | Error::Config(_)
+                | Error::Listen { .. }
+                | Error::DataDir { .. }
+                | Error::Internal(_)
                 | Error::Closed
                 | Error::Storage(_)
                 | Error::Io(_)

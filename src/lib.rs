@@ -8,7 +8,8 @@
 //! or trim the trunk: `retention`, `baseline`, `alerts`. [`Monitor`] wires
 //! them and runs their background [`tasks`](TaskStatus); the HTTP API
 //! ([`router`]), the daemon ([`server`]) and the offline commands are thin
-//! layers over it. See `ARCHITECTURE.md` for every room's job and invariant.
+//! layers over it, and [`offline`] holds the operations on a stopped store.
+//! See `ARCHITECTURE.md` for every room's job and invariant.
 //!
 //! This page is the whole public surface: modules are private, and what an
 //! embedder needs is re-exported here.
@@ -24,6 +25,7 @@ mod hot;
 mod http;
 mod model;
 mod monitor;
+pub mod offline;
 mod query;
 mod retention;
 pub mod server;

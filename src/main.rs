@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return cli::usage_error(&e),
+    };
     cli::init_tracing(&args);
-    match cli::dispatch(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => cli::report(&err),
-    }
+    cli::run(args)
 }

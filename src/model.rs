@@ -356,7 +356,18 @@ pub fn format_duration_ms(ms: i64) -> String {
     format!("{secs}s")
 }
 
+/// Earliest time a query accepts: `0000-01-01T00:00:00Z`, the first instant
+/// RFC 3339 can write.
+pub const MIN_QUERY_TIME_MS: i64 = -62_167_219_200_000;
+/// Latest time a query accepts: `9999-12-31T23:59:59.999Z`, the last
+/// instant RFC 3339 can write.
+pub const MAX_QUERY_TIME_MS: i64 = 253_402_300_799_999;
+
 /// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-27T12:00:00Z`).
+/// Times outside the years 0000..=9999 are not RFC 3339 (chrono writes a
+/// signed or 5-digit year; beyond ±262,000 years, the raw number): query
+/// times are kept within [`MIN_QUERY_TIME_MS`]..=[`MAX_QUERY_TIME_MS`] by
+/// [`parse_query_time`] so answers never get there.
 pub fn format_ts(ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ms) {
         Some(t) if ms % 1000 == 0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -366,9 +377,24 @@ pub fn format_ts(ms: i64) -> String {
 }
 
 /// Parses a query time: RFC 3339, integer Unix seconds, `now` or
-/// `now-<duration>`; returns Unix milliseconds.
+/// `now-<duration>`; returns Unix milliseconds. A time outside
+/// [`MIN_QUERY_TIME_MS`]..=[`MAX_QUERY_TIME_MS`] (the years RFC 3339 can
+/// write) is refused rather than clamped: a clamped bound would answer a
+/// range other than the one asked for, and the caller meant neither.
 pub fn parse_query_time(s: &str, now_ms: i64) -> Result<i64> {
-    let s = s.trim();
+    let ms = parse_query_time_unchecked(s.trim(), now_ms)?;
+    if (MIN_QUERY_TIME_MS..=MAX_QUERY_TIME_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "time {s:?} is outside the accepted range ({} to {})",
+            format_ts(MIN_QUERY_TIME_MS),
+            format_ts(MAX_QUERY_TIME_MS)
+        )))
+    }
+}
+
+fn parse_query_time_unchecked(s: &str, now_ms: i64) -> Result<i64> {
     if s == "now" {
         return Ok(now_ms);
     }
@@ -484,6 +510,25 @@ mod tests {
                 .timestamp_millis()
         );
         assert!(parse_query_time("yesterday", now).is_err());
+        assert_eq!(
+            parse_query_time("0000-01-01T00:00:00Z", now).unwrap(),
+            MIN_QUERY_TIME_MS
+        );
+        assert_eq!(
+            parse_query_time("253402300799", now).unwrap(),
+            MAX_QUERY_TIME_MS - 999
+        );
+        for absurd in [
+            "-86398204103286",
+            "253402300800",
+            "now-100000000y",
+            "now+9000y",
+        ] {
+            let err = parse_query_time(absurd, now).unwrap_err();
+            assert!(err.to_string().contains("0000-01-01T00:00:00Z"), "{err}");
+        }
+        assert_eq!(format_ts(MIN_QUERY_TIME_MS), "0000-01-01T00:00:00Z");
+        assert_eq!(format_ts(MAX_QUERY_TIME_MS), "9999-12-31T23:59:59.999Z");
         assert!(parse_query_time("now-xyz", now).is_err());
     }
 

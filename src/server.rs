@@ -48,7 +48,13 @@ struct PidFile(PathBuf);
 impl PidFile {
     fn create(config: &Config) -> Result<PidFile> {
         let path = config.storage.data_dir.join(PID_FILE);
-        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|source| {
+            Error::DataDir {
+                action: "write the pid file",
+                path: path.clone(),
+                source,
+            }
+        })?;
         Ok(PidFile(path))
     }
 }
@@ -61,24 +67,38 @@ impl Drop for PidFile {
 
 /// Runs the daemon until `shutdown` resolves; `on_listen` is told the bound
 /// address (the port may have been 0).
+///
+/// Start-up checks what can fail without side effects first — the
+/// configuration, then the listen address (bound here) — and only then
+/// creates the data directory and the store, so a bad configuration or a
+/// port in use leaves the disk untouched. Each failure is its own variant:
+/// [`Error::Config`], [`Error::Listen`], [`Error::DataDir`],
+/// [`Error::StoreLocked`], the store's own errors, [`Error::Internal`].
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
+    config.validate()?;
     let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: listen,
+        source,
+    })?;
     let monitor = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || Monitor::open(config))
             .await
-            .map_err(|e| Error::Config(format!("start-up aborted: {e}")))??
+            .map_err(|e| Error::Internal(format!("opening the store failed: {e}")))??
     };
     let monitor = Arc::new(monitor);
     let _pid = PidFile::create(&config)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "scopemon listening");
     on_listen(addr);
     let app =
@@ -89,7 +109,7 @@ pub async fn run(
     let closing = monitor.clone();
     let closed = tokio::task::spawn_blocking(move || closing.close())
         .await
-        .map_err(|e| Error::Config(format!("shutdown aborted: {e}")))?;
+        .map_err(|e| Error::Internal(format!("the final flush failed: {e}")))?;
     served?;
     closed?;
     tracing::info!("all data flushed; bye");

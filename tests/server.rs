@@ -22,13 +22,19 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Self::start_logging(dir, Stdio::null())
+    }
+
+    /// Starts with its log (stderr) going to `log`.
+    fn start_logging(dir: &Path, log: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(dir.join("scopemon.toml"))
             .arg("--data-dir")
             .arg(dir.join("data"))
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn scopemon");
         let stdout = child.stdout.take().expect("stdout");
@@ -668,4 +674,111 @@ fn thresholds_alerts_and_baselines_over_http() {
 
 fn put_json(s: &Server, path: &str, body: &Value) -> (u16, Value) {
     ureq_put(s, path, &body.to_string())
+}
+
+/// Runs `scopemon serve` expecting it to fail; returns its exit code and
+/// stderr.
+fn serve_fails(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn start_up_failures_are_one_line_with_their_own_code_and_create_nothing() {
+    let (dir, data) = setup();
+    let config = dir.path().join("scopemon.toml");
+    let config = config.to_str().expect("utf-8 path");
+
+    // Port in use: exit 4, names the address, no store created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, err) = serve_fails(dir.path(), &["--config", config, "--listen", &addr]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(!err.contains("invalid configuration"), "{err}");
+    assert!(!data.exists(), "a failed bind created {}", data.display());
+    drop(taken);
+
+    // A bad configuration file: exit 3, names the file and the line, once.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[storage]\nflush_interval = \n").expect("write");
+    let (code, err) = serve_fails(
+        dir.path(),
+        &[
+            "--config",
+            bad.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("bad.toml: line 2, column"), "{err}");
+    assert_eq!(err.matches("invalid configuration").count(), 1, "{err}");
+    assert!(!data.exists());
+
+    // The data directory is a regular file: exit 5, names the path, once.
+    std::fs::write(&data, "not a directory").expect("write");
+    let (code, err) = serve_fails(dir.path(), &["--config", config, "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains(&data.display().to_string()), "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read(&data).expect("read"), b"not a directory");
+
+    // A command line clap refuses: 64, not 2 (2 is "the store is locked").
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "bogus"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn absurd_query_times_are_refused_and_logs_in_files_have_no_colour() {
+    let (dir, _data) = setup();
+    let log = dir.path().join("serve.log");
+    let mut s = Server::start_logging(
+        dir.path(),
+        Stdio::from(std::fs::File::create(&log).expect("log file")),
+    );
+    s.ingest(&[json!({"namespace": "p", "metric": "m", "value": 5})]);
+    for q in [
+        "from=-86398204103286",
+        "from=now-100000000y",
+        "to=253402300800",
+        "to=now%2B9000y",
+    ] {
+        let (st, r) = s.get(&format!("/v1/query?namespace=p&metric=m&window=range&{q}"));
+        assert_eq!(
+            (st, r["error"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{q}: {r}"
+        );
+        let msg = r["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("0000-01-01T00:00:00Z") && msg.contains("9999-12-31T23:59:59.999Z"),
+            "{q}: {r}"
+        );
+    }
+    // The earliest accepted time still answers in RFC 3339.
+    let (st, r) =
+        s.get("/v1/query?namespace=p&metric=m&window=range&from=0000-01-01T00:00:00Z&to=now");
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["points"][0]["start"], "0000-01-01T00:00:00Z", "{r}");
+    assert_eq!(r["points"][0]["count"], 1, "{r}");
+
+    assert!(s.signal(libc::SIGTERM).success());
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("scopemon listening"), "{text}");
+    assert!(!text.contains('\x1b'), "ANSI codes in a log file: {text:?}");
 }

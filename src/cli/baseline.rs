@@ -1,20 +1,25 @@
-//! `scopemon baseline`: a baseline computed from a stopped store.
+//! `scopemon baseline`: a baseline computed from a stopped store
+//! (opened by [`scopemon::offline::open`]).
 
 use std::path::PathBuf;
 
 use scopemon::{Band, Selection};
-use scopemon::{Kind, Monitor, Tags};
+use scopemon::{Kind, Tags};
 
-use super::{Format, load_config, require_store};
+use super::{Format, load_config, with_data_dir};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Data directory holding scopemon.redb.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Namespace of the metric.
     #[arg(long)]
     namespace: String,
+    /// Metric name.
     #[arg(long)]
     metric: String,
+    /// latency, throughput, error_rate or resource_usage.
     #[arg(long, default_value = "latency")]
     kind: Kind,
     /// k=v; repeatable.
@@ -23,15 +28,14 @@ pub struct Args {
     /// Configuration file (baseline settings; default config/scopemon.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    require_store(&a.data_dir)?;
-    let mut config = load_config(a.config.as_deref())?;
-    config.storage.data_dir = a.data_dir;
-    let monitor = Monitor::builder(config).background(false).open()?;
+    let config = with_data_dir(load_config(a.config.as_deref())?, a.data_dir);
+    let monitor = scopemon::offline::open(config)?;
     let mut pairs = Vec::new();
     for t in &a.tags {
         pairs.push(
@@ -50,8 +54,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&b)?),
         Format::Table => {
             println!(
-                "status {:?}, {} hourly buckets over {}, seasonal {}{}, computed {}",
-                b.status,
+                "status {}, {} hourly buckets over {}, seasonal {}{}, computed {}",
+                // the serde name, as in the JSON (insufficient_data)
+                serde_json::to_value(b.status)?.as_str().unwrap_or_default(),
                 b.buckets,
                 b.window,
                 b.seasonal,

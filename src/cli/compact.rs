@@ -1,19 +1,17 @@
 //! `scopemon compact`: apply retention to a stopped store, then reclaim file
-//! space with redb's `compact()`.
+//! space with redb's `compact()` ([`scopemon::offline::compact`]).
 
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use scopemon::Clock;
-use scopemon::CompactOptions;
-use scopemon::internals::Codec;
-use scopemon::internals::{self as retention, RetentionPolicy};
-use scopemon::internals::{OpenOptions, Store};
+use scopemon::offline::{self, CompactStep};
 
-use super::{Format, load_config, require_store};
+use super::{Format, load_config, with_data_dir};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Data directory holding scopemon.redb.
     #[arg(long)]
     data_dir: PathBuf,
     /// Report what would be removed; change nothing.
@@ -23,62 +21,68 @@ pub struct Args {
     /// config/scopemon.toml when it exists).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let path = require_store(&a.data_dir)?;
-    let config = load_config(a.config.as_deref())?;
-    let before = std::fs::metadata(&path)?.len();
-    let now = scopemon::SystemClock.now_ms();
-    let report = if a.dry_run {
-        // Read-only: a dry run leaves the file byte-for-byte unchanged.
-        let db = scopemon::internals::open_read_only(&a.data_dir)?;
-        let policy = RetentionPolicy::load(&config, &db)?;
-        retention::count_expired(&db, &policy, now)?
-    } else {
-        let mut store = Store::open(
-            &a.data_dir,
-            OpenOptions {
-                create: false,
-                migrate: false,
-            },
-        )?;
-        let policy = RetentionPolicy::load(&config, store.db())?;
-        let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{spinner} applying retention {bar:40} {pos}/{len} series×resolutions ({eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        let report = retention::compact(
-            &store,
-            &policy,
-            &mut Codec::new(),
-            now,
-            CompactOptions::default(),
-            |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            },
-        )?;
-        bar.finish_and_clear();
-        let spinner =
-            ProgressBar::new_spinner().with_message("reclaiming file space (redb compact)");
-        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        while store.db_mut().compact()? {}
-        spinner.finish_and_clear();
-        report
-    };
-    let after = std::fs::metadata(&path)?.len();
-    match a.format {
-        Format::Json => {
-            let mut v = serde_json::to_value(&report)?;
-            v["file_bytes_before"] = serde_json::json!(before);
-            v["file_bytes_after"] = serde_json::json!(after);
-            println!("{}", serde_json::to_string_pretty(&v)?);
+/// Progress bars: one for the retention pass, a spinner for redb's compact.
+struct Bars {
+    retention: ProgressBar,
+    reclaim: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        Bars {
+            retention: ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{spinner} applying retention {bar:40} {pos}/{len} series×resolutions ({eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            reclaim: None,
         }
+    }
+
+    fn step(&mut self, step: CompactStep) {
+        match step {
+            CompactStep::Retention { done, total } => {
+                self.retention.set_length(total);
+                self.retention.set_position(done);
+            }
+            CompactStep::Reclaiming => {
+                self.retention.finish_and_clear();
+                let spinner =
+                    ProgressBar::new_spinner().with_message("reclaiming file space (redb compact)");
+                spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+                self.reclaim = Some(spinner);
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.retention.finish_and_clear();
+        if let Some(s) = self.reclaim {
+            s.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let config = with_data_dir(load_config(a.config.as_deref())?, a.data_dir);
+    let now = scopemon::SystemClock.now_ms();
+    let mut bars = Bars::new();
+    let done = offline::compact(&config, a.dry_run, now, |s| bars.step(s));
+    bars.finish();
+    let done = done?;
+    let report = &done.report;
+    match a.format {
+        // Through a `Value`: its keys print sorted, as they always have.
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::to_value(&done)?)?
+        ),
         Format::Table => {
             println!(
                 "{:<32} {:<8} {:>12}",
@@ -102,8 +106,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 report.duration_ms,
                 report.transactions,
                 report.longest_txn_ms,
-                bytesize::ByteSize::b(before),
-                bytesize::ByteSize::b(after)
+                bytesize::ByteSize::b(done.file_bytes_before),
+                bytesize::ByteSize::b(done.file_bytes_after)
             );
         }
     }

@@ -1,14 +1,13 @@
-//! `scopemon migrate`: show and apply pending schema migrations.
+//! `scopemon migrate`: show and apply pending schema migrations
+//! ([`scopemon::offline::migration_plan`], [`scopemon::offline::migrate`]).
 
 use std::path::PathBuf;
 
-use scopemon::internals::migrations::{self, CURRENT};
-use scopemon::internals::{OpenOptions, Store};
-
-use super::require_store;
+use scopemon::offline;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Data directory holding scopemon.redb.
     #[arg(long)]
     data_dir: PathBuf,
     /// Only say what would be applied.
@@ -17,22 +16,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    require_store(&a.data_dir)?;
-    let found = Store::inspect_version(&a.data_dir)?;
-    if found > CURRENT {
-        return Err(scopemon::Error::SchemaTooNew {
-            path: a.data_dir.join(scopemon::DB_FILE),
-            found,
-            supported: CURRENT,
-        }
-        .into());
-    }
-    let pending: Vec<_> = migrations::pending(found).collect();
-    if pending.is_empty() {
-        println!("schema version {found} is current; nothing to do");
+    let plan = offline::migration_plan(&a.data_dir)?;
+    if plan.pending.is_empty() {
+        println!("schema version {} is current; nothing to do", plan.found);
         return Ok(());
     }
-    for m in &pending {
+    for m in &plan.pending {
         println!(
             "{} v{:04} {}",
             if a.dry_run { "would apply" } else { "applying" },
@@ -41,14 +30,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     if !a.dry_run {
-        Store::open(
-            &a.data_dir,
-            OpenOptions {
-                create: false,
-                migrate: true,
-            },
-        )?;
-        println!("schema version {found} -> {CURRENT}");
+        let now = offline::migrate(&a.data_dir)?;
+        println!("schema version {} -> {now}", plan.found);
     }
     Ok(())
 }

@@ -1,54 +1,84 @@
-//! `scopemon query` and `scopemon summary` against a stopped store.
+//! `scopemon query` and `scopemon summary` against a stopped store
+//! (opened by [`scopemon::offline::open`]).
 
 use std::path::PathBuf;
 
 use scopemon::{Config, Kind, Monitor, Point, QuerySpec, Resolution, Window};
 use scopemon::{Tags, parse_query_time};
 
-use super::{Format, require_store};
+use super::Format;
 
 #[derive(clap::Args, Debug)]
 pub struct QueryArgs {
+    /// Data directory holding scopemon.redb.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Namespace of the metric.
     #[arg(long)]
     namespace: String,
+    /// Metric name.
     #[arg(long)]
     metric: String,
+    /// latency, throughput, error_rate or resource_usage.
     #[arg(long, default_value = "latency")]
     kind: Kind,
     /// minute, hour, day or range.
     #[arg(long, default_value = "minute")]
     window: Window,
-    /// RFC 3339, Unix seconds, now or now-<duration>.
+    /// Start: RFC 3339, Unix seconds, now or now-<duration> (default: one
+    /// window's span before --to).
     #[arg(long)]
     from: Option<String>,
+    /// End, in the same forms as --from (default: now).
     #[arg(long)]
     to: Option<String>,
     /// k=v; repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SummaryArgs {
+    /// Data directory holding scopemon.redb.
     #[arg(long)]
     data_dir: PathBuf,
+    /// The namespace to summarise.
     #[arg(long)]
     namespace: String,
-    #[arg(long, default_value = "minute")]
-    window: Resolution,
+    /// How far back: the last minute, hour or day.
+    #[arg(long, value_enum, default_value = "minute")]
+    window: SummaryWindow,
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
 }
 
+/// The windows a summary covers (clap lists them in --help).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SummaryWindow {
+    /// The last minute.
+    Minute,
+    /// The last hour.
+    Hour,
+    /// The last day.
+    Day,
+}
+
+impl From<SummaryWindow> for Resolution {
+    fn from(w: SummaryWindow) -> Resolution {
+        match w {
+            SummaryWindow::Minute => Resolution::Minute,
+            SummaryWindow::Hour => Resolution::Hour,
+            SummaryWindow::Day => Resolution::Day,
+        }
+    }
+}
+
 fn open(data_dir: PathBuf) -> anyhow::Result<Monitor> {
-    require_store(&data_dir)?;
-    Ok(Monitor::builder(Config::with_data_dir(data_dir))
-        .background(false)
-        .open()?)
+    Ok(scopemon::offline::open(Config::with_data_dir(data_dir))?)
 }
 
 const HEADER: &str =
@@ -93,9 +123,16 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<()> {
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
         Format::Table => {
-            println!("{:<21} {HEADER}", "start");
+            // 21 fits a whole-second RFC 3339 time; a range's starts carry
+            // milliseconds and widen the column.
+            let w = result
+                .points
+                .iter()
+                .map(|p| p.start.len() + 1)
+                .fold(21, usize::max);
+            println!("{:<w$} {HEADER}", "start");
             for p in &result.points {
-                println!("{:<21} {}", p.start, row(p));
+                println!("{:<w$} {}", p.start, row(p));
             }
         }
     }
@@ -104,7 +141,7 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<()> {
 
 pub fn run_summary(a: SummaryArgs) -> anyhow::Result<()> {
     let monitor = open(a.data_dir)?;
-    let s = monitor.summary(&a.namespace, a.window, None, None)?;
+    let s = monitor.summary(&a.namespace, a.window.into(), None, None)?;
     monitor.close()?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),

@@ -1,18 +1,19 @@
-//! `scopemon retention show|set` on a stopped store.
+//! `scopemon retention show|set` on a stopped store
+//! ([`scopemon::offline::retention_show`], [`scopemon::offline::retention_set`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use scopemon::RetentionRule;
-use scopemon::internals::RetentionPolicy;
-use scopemon::internals::{OpenOptions, Store};
+use scopemon::offline;
 
-use super::{Format, load_config, require_store};
+use super::{Format, load_config, with_data_dir};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Args {
     /// Show the retention in force and where it comes from.
     Show {
+        /// Data directory holding scopemon.redb.
         #[arg(long)]
         data_dir: PathBuf,
         /// One namespace (default: every namespace with data or a rule).
@@ -21,42 +22,31 @@ pub enum Args {
         /// Configuration file (default: config/scopemon.toml when it exists).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
     /// Store an override for one namespace (any subset of the three).
     Set {
+        /// Data directory holding scopemon.redb.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The namespace to override.
         #[arg(long)]
         namespace: String,
+        /// How long minute buckets are kept (e.g. 6h, 2d).
         #[arg(long, value_parser = humantime::parse_duration)]
         minute: Option<Duration>,
+        /// How long hour buckets are kept (e.g. 30d).
         #[arg(long, value_parser = humantime::parse_duration)]
         hour: Option<Duration>,
+        /// How long day buckets are kept (e.g. 400d).
         #[arg(long, value_parser = humantime::parse_duration)]
         day: Option<Duration>,
+        /// Configuration file (default: config/scopemon.toml when it exists).
         #[arg(long)]
         config: Option<PathBuf>,
     },
-}
-
-/// The configuration, the stopped store and its retention policy.
-fn open(
-    data_dir: &Path,
-    config: Option<&Path>,
-) -> anyhow::Result<(scopemon::Config, Store, RetentionPolicy)> {
-    require_store(data_dir)?;
-    let config = load_config(config)?;
-    let store = Store::open(
-        data_dir,
-        OpenOptions {
-            create: false,
-            migrate: false,
-        },
-    )?;
-    let policy = RetentionPolicy::load(&config, store.db())?;
-    Ok((config, store, policy))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -67,32 +57,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             config,
             format,
         } => {
-            let (config, store, policy) = open(&data_dir, config.as_deref())?;
-            let names: Vec<String> = match namespace {
-                Some(ns) => vec![ns],
-                None => {
-                    let mut v: Vec<String> = store
-                        .load_series()?
-                        .into_iter()
-                        .map(|(_, r)| r.key.namespace)
-                        .collect();
-                    v.extend(policy.overridden());
-                    v.extend(config.retention.namespaces.keys().cloned());
-                    v.sort();
-                    v.dedup();
-                    v
-                }
-            };
-            let rows: Vec<serde_json::Value> = names
-                .iter()
-                .map(|ns| {
-                    let r = policy.of(ns);
-                    let mut v = serde_json::json!(r.describe());
-                    v["namespace"] = serde_json::json!(ns);
-                    v["source"] = serde_json::json!(r.source);
-                    v
-                })
-                .collect();
+            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            let rows: Vec<serde_json::Value> =
+                offline::retention_show(&config, namespace.as_deref())?
+                    .into_iter()
+                    .map(|(ns, r)| {
+                        let mut v = serde_json::json!(r.describe());
+                        v["namespace"] = serde_json::json!(ns);
+                        v["source"] = serde_json::json!(r.source);
+                        v
+                    })
+                    .collect();
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 Format::Table => {
@@ -122,10 +97,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             day,
             config,
         } => {
-            let (_, store, policy) = open(&data_dir, config.as_deref())?;
-            let r =
-                policy.set_override(&store, &namespace, &RetentionRule { minute, hour, day })?;
-            let d = r.describe();
+            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            let rule = RetentionRule { minute, hour, day };
+            let d = offline::retention_set(&config, &namespace, &rule)?.describe();
             println!(
                 "{namespace}: minute {} hour {} day {} (override stored)",
                 d["minute"], d["hour"], d["day"]

@@ -69,7 +69,7 @@ async fn set(
     let monitor = st.monitor.clone();
     let r = tokio::task::spawn_blocking(move || monitor.set_retention(&ns, &rule))
         .await
-        .map_err(|e| Error::InvalidParameter(format!("aborted: {e}")))??;
+        .map_err(|e| Error::Internal(format!("setting the retention failed: {e}")))??;
     Ok(Json(retention_json(&r)))
 }
 
@@ -77,6 +77,6 @@ async fn compact(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let monitor = st.monitor.clone();
     let report = tokio::task::spawn_blocking(move || monitor.compact(CompactOptions::default()))
         .await
-        .map_err(|e| Error::InvalidParameter(format!("aborted: {e}")))??;
+        .map_err(|e| Error::Internal(format!("the compaction failed: {e}")))??;
     Ok(Json(json!(report)))
 }

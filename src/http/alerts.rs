@@ -30,7 +30,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::InvalidParameter(format!("aborted: {e}")))??)
+        .map_err(|e| Error::Internal(format!("the request's task failed: {e}")))??)
 }
 
 async fn baseline(

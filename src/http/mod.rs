@@ -51,6 +51,7 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             e if e.is_client_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -107,10 +107,10 @@ async fn query(State(st): State<AppState>, Query(params): Params) -> Result<Json
     let monitor = st.monitor.clone();
     let result = tokio::task::spawn_blocking(move || monitor.query(&spec))
         .await
-        .map_err(|e| Error::InvalidParameter(format!("query aborted: {e}")))??;
-    Ok(Json(
-        serde_json::to_value(result).map_err(|e| Error::InvalidParameter(e.to_string()))?,
-    ))
+        .map_err(|e| Error::Internal(format!("the query failed: {e}")))??;
+    Ok(Json(serde_json::to_value(result).map_err(|e| {
+        Error::Internal(format!("cannot serialise the answer: {e}"))
+    })?))
 }
 
 async fn summary(
@@ -126,10 +126,10 @@ async fn summary(
     let result =
         tokio::task::spawn_blocking(move || monitor.summary(&ns, window, metric.as_deref(), kind))
             .await
-            .map_err(|e| Error::InvalidParameter(format!("summary aborted: {e}")))??;
-    Ok(Json(
-        serde_json::to_value(result).map_err(|e| Error::InvalidParameter(e.to_string()))?,
-    ))
+            .map_err(|e| Error::Internal(format!("the summary failed: {e}")))??;
+    Ok(Json(serde_json::to_value(result).map_err(|e| {
+        Error::Internal(format!("cannot serialise the answer: {e}"))
+    })?))
 }
 
 async fn series(

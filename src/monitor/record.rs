@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::hot::{Handle, Series};
-use crate::model::{Kind, MINUTE_MS, Outcome, Resolution, format_duration_ms, format_ts};
+use crate::model::{Kind, MINUTE_MS, Outcome, Resolution};
 
 use super::Monitor;
 
@@ -55,20 +55,18 @@ impl Monitor {
             return Ok(self.engine.registry.observe_time(now));
         };
         if ts > now + MAX_FUTURE_MS {
-            return Err(Error::TimestampInFuture(format!(
-                "timestamp {} is more than 5 minutes ahead of the server clock ({})",
-                format_ts(ts),
-                format_ts(now)
-            )));
+            return Err(Error::TimestampInFuture {
+                timestamp_ms: ts,
+                now_ms: now,
+            });
         }
         let longest = self.retention(s.namespace).longest_ms();
         if ts < now - longest {
-            return Err(Error::OutsideRetention(format!(
-                "timestamp {} is older than namespace {:?}'s longest retention ({}); it would be deleted at once",
-                format_ts(ts),
-                s.namespace,
-                format_duration_ms(longest)
-            )));
+            return Err(Error::OutsideRetention {
+                timestamp_ms: ts,
+                namespace: s.namespace.to_owned(),
+                retention_ms: longest,
+            });
         }
         Ok(Resolution::Minute.align(ts))
     }

@@ -37,7 +37,7 @@ pub fn load_series(db: &impl ReadableDatabase) -> Result<Vec<(u64, SeriesRecord)
 /// header, is written. Fails when a writer holds it or when it needs crash
 /// recovery (which only a writable open performs).
 pub fn open_read_only(data_dir: &Path) -> Result<redb::ReadOnlyDatabase> {
-    let path = data_dir.join(DB_FILE);
+    let path = db_path(data_dir);
     if !path.exists() {
         return Err(Error::NotFound(format!("no store at {}", path.display())));
     }
@@ -87,6 +87,28 @@ impl std::ops::DerefMut for Write<'_> {
 /// File name of the store inside the data directory.
 pub const DB_FILE: &str = "scopemon.redb";
 
+/// Path of the store file in `data_dir` (the one place that joins them).
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Creates `data_dir` (and its parents) when missing; the error names the
+/// path, and says so when it exists but is not a directory.
+pub fn create_data_dir(data_dir: &Path) -> Result<()> {
+    let unusable = |source| Error::DataDir {
+        action: "create the data directory",
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    if data_dir.exists() && !data_dir.is_dir() {
+        return Err(unusable(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it exists and is not a directory",
+        )));
+    }
+    std::fs::create_dir_all(data_dir).map_err(unusable)
+}
+
 /// How to open a store.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {
@@ -127,6 +149,11 @@ fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
         redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreLocked {
             path: path.to_path_buf(),
         },
+        redb::DatabaseError::Storage(redb::StorageError::Io(source)) => Error::DataDir {
+            action: "open the store file",
+            path: path.to_path_buf(),
+            source,
+        },
         other => Error::Storage(other.into()),
     }
 }
@@ -134,7 +161,7 @@ fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
 impl Store {
     /// Opens (creating and migrating as allowed) the store in `data_dir`.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<Store> {
-        let path = data_dir.join(DB_FILE);
+        let path = db_path(data_dir);
         if !path.exists() {
             if !opts.create {
                 return Err(Error::NotFound(format!(
@@ -142,7 +169,7 @@ impl Store {
                     path.display()
                 )));
             }
-            std::fs::create_dir_all(data_dir)?;
+            create_data_dir(data_dir)?;
         }
         // A file from a newer scopemon is refused before anything opens it
         // for writing (opening for writing alone updates redb's header).
@@ -204,7 +231,7 @@ impl Store {
     /// The schema version of the store in `data_dir`, changing nothing
     /// when possible (a file needing crash recovery is recovered first).
     pub fn inspect_version(data_dir: &Path) -> Result<u64> {
-        let path = data_dir.join(DB_FILE);
+        let path = db_path(data_dir);
         if !path.exists() {
             return Err(Error::NotFound(format!("no store at {}", path.display())));
         }
