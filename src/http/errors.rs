@@ -61,7 +61,7 @@ pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no endpoint {method} {}; the routes are {} (the README shows each)",
+            "no endpoint {method} {}; the routes are {} (the README has examples)",
             uri.path(),
             ROUTES.join(", ")
         ),
