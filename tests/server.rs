@@ -782,3 +782,156 @@ fn absurd_query_times_are_refused_and_logs_in_files_have_no_colour() {
     assert!(text.contains("scopemon listening"), "{text}");
     assert!(!text.contains('\x1b'), "ANSI codes in a log file: {text:?}");
 }
+
+/// `POST /v1/admin/compact?dry_run=true` counts and deletes nothing; the
+/// real compaction that follows removes exactly what the dry run counted.
+/// Unknown or malformed parameters are 400 on every route that has them.
+#[test]
+fn compaction_dry_run_and_strict_parameters_over_http() {
+    let (dir, _data) = setup();
+    std::fs::write(
+        dir.path().join("scopemon.toml"),
+        "[storage]\nflush_interval = \"200ms\"\n\
+         [retention.namespaces.\"tmp\"]\nminute = \"1h\"\nhour = \"1h\"\nday = \"1d\"\n",
+    )
+    .expect("config");
+    let mut s = Server::start(dir.path());
+    let t = now_ms() - 3 * 3_600_000;
+    let old: Vec<Value> = (0..120)
+        .map(|i| json!({"namespace": "tmp", "metric": "m", "value": 10 + i, "timestamp": t + i * 30_000}))
+        .collect();
+    assert_eq!(s.ingest(&old)["accepted"], 120);
+    // a clean stop flushes and rolls everything up, so the dry run below
+    // and the real compaction see the same records
+    assert!(s.signal(libc::SIGTERM).success());
+    let s = Server::start(dir.path());
+
+    let (st, dry) = s.post("/v1/admin/compact?dry_run=true", b"");
+    assert_eq!(st, 200, "{dry}");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    let counted = dry["total_removed"].as_u64().unwrap_or(0);
+    assert!(counted > 0, "{dry}");
+    assert!(
+        s.get_text("/metrics")
+            .lines()
+            .any(|l| l == "scopemon_compactions_total 0"),
+        "a dry run is not a compaction"
+    );
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    assert_eq!(q["points"][0]["count"], 120, "{q}");
+
+    let (st, done) = s.post("/v1/admin/compact?dry_run=false", b"");
+    assert_eq!(
+        (st, done["dry_run"].as_bool()),
+        (200, Some(false)),
+        "{done}"
+    );
+    assert_eq!(
+        done["total_removed"], counted,
+        "the dry run deleted nothing"
+    );
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    assert_eq!(q["points"][0]["count"], 120, "{q}");
+
+    for path in [
+        "/v1/admin/compact?bogus=1",
+        "/v1/admin/compact?dry_run=yes",
+        "/v1/admin/compact?dry_run=",
+        "/v1/admin/compact?dry_run=true&dry_run=true",
+    ] {
+        let (st, r) = s.post(path, b"");
+        assert_eq!(
+            (st, r["error"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{path}: {r}"
+        );
+    }
+    for path in [
+        "/v1/namespaces/tmp/retention?bogus=1",
+        "/v1/thresholds?bogus=1",
+        "/v1/alerts?bogus=1",
+        "/v1/namespaces?bogus=1",
+    ] {
+        let (st, r) = s.get(path);
+        assert_eq!(
+            (st, r["error"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{path}: {r}"
+        );
+    }
+    let (st, r) = ureq_put(&s, "/v1/namespaces/tmp/retention?bogus=1", "{}");
+    assert_eq!((st, r["error"].as_str()), (400, Some("invalid_parameter")));
+}
+
+/// A response's status, `Allow` header and JSON body (Null if not JSON).
+fn call(req: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String, Value) {
+    let mut r = req.expect("request");
+    let allow = r
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let status = r.status().as_u16();
+    (
+        status,
+        allow,
+        r.body_mut().read_json().unwrap_or(Value::Null),
+    )
+}
+
+/// 404, 405, 414 and 431 come with the `{"error", "message"}` body too, and
+/// the 404 message names routes that exist.
+#[test]
+fn every_error_has_the_json_body() {
+    let (dir, _data) = setup();
+    let s = Server::start(dir.path());
+    let a = Server::agent();
+    let url = |p: &str| format!("{}{p}", s.base);
+    for (r, allow) in [
+        (a.delete(&url("/metrics")).call(), "GET,HEAD"),
+        (a.post(&url("/livez")).send_empty(), "GET,HEAD"),
+        (a.get(&url("/v1/ingest")).call(), "POST"),
+        (a.get(&url("/v1/admin/compact")).call(), "POST"),
+    ] {
+        let (st, allowed, body) = call(r);
+        assert_eq!(
+            (st, body["error"].as_str(), allowed.as_str()),
+            (405, Some("method_not_allowed"), allow),
+            "{body}"
+        );
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    let (st, _, body) = call(a.get(&url("/nope")).call());
+    assert_eq!((st, body["error"].as_str()), (404, Some("not_found")));
+    let message = body["message"].as_str().unwrap_or("");
+    let routes: Vec<&str> = message
+        .split([' ', ','])
+        .filter(|w| w.starts_with('/') && *w != "/nope;")
+        .collect();
+    assert!(routes.len() >= 10, "{message}");
+    for route in routes {
+        let path = route.replace("{ns}", "x").replace("{id}", "x");
+        let (st, _, body) = call(a.get(&url(&path)).call());
+        assert_ne!(st, 404, "{route} is listed but not routed: {body}");
+    }
+
+    let long = format!(
+        "/v1/query?namespace=p&metric=m&tag.x={}",
+        "a".repeat(10_000)
+    );
+    let (st, _, body) = call(a.get(&url(&long)).call());
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (414, Some("uri_too_long")),
+        "{body}"
+    );
+    let big = "b".repeat(40_000);
+    let (st, _, body) = call(a.get(&url("/livez")).header("x-big", &big).call());
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (431, Some("headers_too_large")),
+        "{body}"
+    );
+}

@@ -1,14 +1,17 @@
 //! Retention and compaction endpoints:
-//! `GET|PUT /v1/namespaces/{ns}/retention`, `POST /v1/admin/compact`.
+//! `GET|PUT /v1/namespaces/{ns}/retention`,
+//! `POST /v1/admin/compact[?dry_run=true]` (a dry run counts what would be
+//! removed and deletes nothing, as `scopemon compact --dry-run` does).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{ApiError, AppState};
+use super::query::{P, Params};
+use super::{ApiError, AppState, blocking, to_json};
 use crate::config::{Retention, RetentionRule};
 use crate::error::Error;
 use crate::model::validate_namespace;
@@ -21,15 +24,20 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// The SPEC's retention JSON: durations plus where they come from.
-pub(super) fn retention_json(r: &Retention) -> Value {
-    let mut v = json!(r.describe());
-    v["source"] = json!(r.source);
-    v
+pub(super) fn retention_json(r: &Retention) -> Result<Value, ApiError> {
+    let mut v = to_json(&r.describe())?;
+    v["source"] = to_json(&r.source)?;
+    Ok(v)
 }
 
-async fn show(State(st): State<AppState>, Path(ns): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    Path(ns): Path<String>,
+    Params(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    P::new(params, &[], false)?;
     validate_namespace(&ns)?;
-    Ok(Json(retention_json(&st.monitor.retention(&ns))))
+    Ok(Json(retention_json(&st.monitor.retention(&ns))?))
 }
 
 #[derive(Deserialize)]
@@ -54,8 +62,10 @@ fn duration(key: &str, v: Option<&str>) -> Result<Option<std::time::Duration>, E
 async fn set(
     State(st): State<AppState>,
     Path(ns): Path<String>,
+    Params(params): Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    P::new(params, &[], false)?;
     let input: RetentionIn = serde_json::from_slice(&body).map_err(|e| {
         Error::InvalidParameter(format!(
             "expected {{\"minute\"?, \"hour\"?, \"day\"?}} with duration strings: {e}"
@@ -67,16 +77,20 @@ async fn set(
         day: duration("day", input.day.as_deref())?,
     };
     let monitor = st.monitor.clone();
-    let r = tokio::task::spawn_blocking(move || monitor.set_retention(&ns, &rule))
-        .await
-        .map_err(|e| Error::Internal(format!("setting the retention failed: {e}")))??;
-    Ok(Json(retention_json(&r)))
+    let r = blocking(move || monitor.set_retention(&ns, &rule)).await?;
+    Ok(Json(retention_json(&r)?))
 }
 
-async fn compact(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn compact(
+    State(st): State<AppState>,
+    Params(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    let p = P::new(params, &["dry_run"], false)?;
+    let opts = CompactOptions {
+        dry_run: p.flag("dry_run")?,
+        ..CompactOptions::default()
+    };
     let monitor = st.monitor.clone();
-    let report = tokio::task::spawn_blocking(move || monitor.compact(CompactOptions::default()))
-        .await
-        .map_err(|e| Error::Internal(format!("the compaction failed: {e}")))??;
-    Ok(Json(json!(report)))
+    let report = blocking(move || monitor.compact(opts)).await?;
+    Ok(Json(to_json(&report)?))
 }

@@ -3,14 +3,14 @@
 //! `GET /v1/alerts`, `GET /v1/health/performance`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::query::{P, Params};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, blocking, to_json};
 use crate::alerts::{AlertState, Threshold};
 use crate::baseline::Selection;
 use crate::error::Error;
@@ -25,17 +25,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/health/performance", get(performance))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("the request's task failed: {e}")))??)
-}
-
 async fn baseline(
     State(st): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let p = P::new(params, &["namespace", "metric", "kind"], true)?;
     let sel = Selection {
@@ -59,25 +51,34 @@ async fn baseline(
         monitor.baseline(&sel)
     })
     .await?;
-    Ok(Json(json!(b)))
+    Ok(Json(to_json(&b)?))
 }
 
-async fn put(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn put(
+    State(st): State<AppState>,
+    Params(params): Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    P::new(params, &[], false)?;
     let t: Threshold = serde_json::from_slice(&body)
         .map_err(|e| Error::InvalidParameter(format!("not a threshold: {e}")))?;
     let monitor = st.monitor.clone();
     let t = blocking(move || monitor.put_threshold(t)).await?;
-    Ok(Json(json!(t)))
+    Ok(Json(to_json(&t)?))
 }
 
-async fn list(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({"thresholds": st.monitor.thresholds()}))
+async fn list(State(st): State<AppState>, Params(params): Params) -> Result<Json<Value>, ApiError> {
+    P::new(params, &[], false)?;
+    let thresholds = to_json(&st.monitor.thresholds())?;
+    Ok(Json(json!({ "thresholds": thresholds })))
 }
 
 async fn remove(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
+    P::new(params, &[], false)?;
     let monitor = st.monitor.clone();
     let key = id.clone();
     if blocking(move || monitor.delete_threshold(&key)).await? {
@@ -93,7 +94,7 @@ async fn remove(
 
 async fn alerts(
     State(st): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let p = P::new(params, &["state"], false)?;
     let state = match p.get("state") {
@@ -107,17 +108,18 @@ async fn alerts(
             .into());
         }
     };
-    Ok(Json(json!({"alerts": st.monitor.alerts(state)})))
+    let alerts = to_json(&st.monitor.alerts(state))?;
+    Ok(Json(json!({ "alerts": alerts })))
 }
 
 async fn performance(
     State(st): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let p = P::new(params, &["namespace"], false)?;
     let ns = p.required("namespace")?.to_owned();
     crate::model::validate_namespace(&ns)?;
     let monitor = st.monitor.clone();
     let h = blocking(move || monitor.performance_health(&ns)).await?;
-    Ok(Json(json!(h)))
+    Ok(Json(to_json(&h)?))
 }

@@ -1,15 +1,18 @@
 //! Liveness and readiness endpoints for scripts and load balancers:
 //! `/livez`, `/readyz` and the cached `/health/quick` (no I/O). The deep
-//! `/health` aggregator builds on these.
+//! `/health` aggregator builds on these. Their plain-text `503 NOT_READY` /
+//! `NOT_OK` is the probes' contract, so it is marked [`PlainText`] and kept
+//! out of the JSON error shape.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::json;
 
 use super::AppState;
+use super::errors::PlainText;
 use crate::model::format_ts;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -27,7 +30,12 @@ async fn livez() -> &'static str {
 /// listener is bound, so a reachable server is a ready one.
 async fn readyz(State(st): State<AppState>) -> Response {
     if st.monitor.is_closed() {
-        (StatusCode::SERVICE_UNAVAILABLE, "NOT_READY").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Extension(PlainText),
+            "NOT_READY",
+        )
+            .into_response()
     } else {
         "OK".into_response()
     }
@@ -53,6 +61,7 @@ async fn quick(State(st): State<AppState>, headers: HeaderMap) -> Response {
         });
         (status, axum::Json(body)).into_response()
     } else {
-        (status, if healthy { "OK" } else { "NOT_OK" }).into_response()
+        let text = if healthy { "OK" } else { "NOT_OK" };
+        (status, Extension(PlainText), text).into_response()
     }
 }

@@ -1,8 +1,18 @@
 //! The HTTP API: one router per area, the error → status mapping and auth.
 //! No business logic lives here; handlers translate to [`Monitor`] calls.
+//!
+//! Invariants:
+//! - every error response has the body `{"error": code, "message": text}`:
+//!   handlers answer [`ApiError`], and the `errors` layers reshape what
+//!   axum itself produces (405, extractor rejections) and enforce the URI
+//!   and header limits with JSON 414/431 (see that module for the one case
+//!   left to hyper);
+//! - engine calls that may block run through `blocking`, which answers a
+//!   failed background task as a 500 `internal`, never as a client error.
 
 mod admin;
 mod alerts;
+mod errors;
 mod health;
 mod ingest;
 mod metrics;
@@ -15,7 +25,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::monitor::Monitor;
@@ -43,6 +54,13 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    /// A failure of the server's own (500 `internal`), logged.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(error = %message, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
 
@@ -72,6 +90,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Runs blocking engine work on tokio's blocking pool. A task that panicked
+/// or was cancelled is the server's failure: 500 `internal`.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(Error::Internal(format!("the request's task failed: {e}")).into()),
+    }
+}
+
+/// A value as JSON; failing to serialize is the server's failure (500).
+fn to_json<T: Serialize>(v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v)
+        .map_err(|e| Error::Internal(format!("cannot serialize the answer: {e}")).into())
+}
+
 async fn require_token(
     State(token): State<Arc<str>>,
     headers: HeaderMap,
@@ -95,14 +130,6 @@ async fn require_token(
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see GET /openapi.json",
-    )
-}
-
 /// The whole API.
 pub fn router(monitor: Arc<Monitor>) -> Router {
     let state = AppState { monitor };
@@ -123,6 +150,9 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
         .merge(v1)
         .merge(health::routes())
         .route("/metrics", axum::routing::get(metrics::metrics))
-        .fallback(not_found)
+        .fallback(errors::not_found)
+        .layer(middleware::from_fn(errors::json_errors))
+        .layer(middleware::from_fn(errors::limits))
+        .layer(errors::catch_panic())
         .with_state(state)
 }

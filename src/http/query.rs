@@ -1,13 +1,16 @@
 //! Read endpoints: `/v1/query`, `/v1/summary`, `/v1/series`,
-//! `/v1/namespaces`. Parameters are checked strictly: an unknown one is a
-//! 400, so a typo never silently widens a query.
+//! `/v1/namespaces`, and the query-string parser every `/v1` route but
+//! ingest uses ([`Params`], [`P`]). Parameters are checked strictly: an
+//! unknown or repeated one is a 400 `invalid_parameter`, so a typo never
+//! silently widens a query or turns a dry run into a real one.
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, blocking, to_json};
 use crate::error::Error;
 use crate::model::{Kind, Resolution, Tags, parse_query_time};
 use crate::query::{QuerySpec, Window};
@@ -20,7 +23,19 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/namespaces", get(namespaces))
 }
 
-pub(super) type Params = Query<Vec<(String, String)>>;
+/// The query string as (name, value) pairs, in order. A query string that
+/// does not decode is a 400 `invalid_parameter`.
+pub(super) struct Params(pub(super) Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(pairs)| Params(pairs))
+            .map_err(|e| Error::InvalidParameter(e.body_text()).into())
+    }
+}
 
 /// Parameters by name, refusing unknown and repeated ones.
 pub(super) struct P {
@@ -36,11 +51,17 @@ impl P {
         for (i, (k, _)) in pairs.iter().enumerate() {
             let is_tag = tags_allowed && k.starts_with("tag.") && k.len() > 4;
             if !is_tag && !known.contains(&k.as_str()) {
-                return Err(Error::InvalidParameter(format!(
-                    "unknown parameter {k:?}; expected {}{}",
-                    known.join(", "),
-                    if tags_allowed { ", tag.<key>" } else { "" }
-                )));
+                return Err(Error::InvalidParameter(
+                    if known.is_empty() && !tags_allowed {
+                        format!("unknown parameter {k:?}; this endpoint takes none")
+                    } else {
+                        format!(
+                            "unknown parameter {k:?}; expected {}{}",
+                            known.join(", "),
+                            if tags_allowed { ", tag.<key>" } else { "" }
+                        )
+                    },
+                ));
             }
             if pairs[..i].iter().any(|(k2, _)| k2 == k) {
                 return Err(Error::InvalidParameter(format!(
@@ -49,6 +70,18 @@ impl P {
             }
         }
         Ok(P { pairs })
+    }
+
+    /// A boolean parameter: absent is `false`; only `true` and `false`
+    /// are accepted.
+    pub(super) fn flag(&self, k: &str) -> Result<bool, Error> {
+        match self.get(k) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(Error::InvalidParameter(format!(
+                "{k} = {other:?} must be true or false"
+            ))),
+        }
     }
 
     pub(super) fn get(&self, k: &str) -> Option<&str> {
@@ -78,7 +111,10 @@ impl P {
     }
 }
 
-async fn query(State(st): State<AppState>, Query(params): Params) -> Result<Json<Value>, ApiError> {
+async fn query(
+    State(st): State<AppState>,
+    Params(params): Params,
+) -> Result<Json<Value>, ApiError> {
     let p = P::new(
         params,
         &["namespace", "metric", "kind", "window", "from", "to"],
@@ -105,17 +141,13 @@ async fn query(State(st): State<AppState>, Query(params): Params) -> Result<Json
         tags: p.tags()?,
     };
     let monitor = st.monitor.clone();
-    let result = tokio::task::spawn_blocking(move || monitor.query(&spec))
-        .await
-        .map_err(|e| Error::Internal(format!("the query failed: {e}")))??;
-    Ok(Json(serde_json::to_value(result).map_err(|e| {
-        Error::Internal(format!("cannot serialise the answer: {e}"))
-    })?))
+    let result = blocking(move || monitor.query(&spec)).await?;
+    Ok(Json(to_json(&result)?))
 }
 
 async fn summary(
     State(st): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let p = P::new(params, &["namespace", "window", "metric", "kind"], false)?;
     let ns = p.required("namespace")?.to_owned();
@@ -123,28 +155,22 @@ async fn summary(
     let metric = p.get("metric").map(str::to_owned);
     let kind = p.kind()?;
     let monitor = st.monitor.clone();
-    let result =
-        tokio::task::spawn_blocking(move || monitor.summary(&ns, window, metric.as_deref(), kind))
-            .await
-            .map_err(|e| Error::Internal(format!("the summary failed: {e}")))??;
-    Ok(Json(serde_json::to_value(result).map_err(|e| {
-        Error::Internal(format!("cannot serialise the answer: {e}"))
-    })?))
+    let result = blocking(move || monitor.summary(&ns, window, metric.as_deref(), kind)).await?;
+    Ok(Json(to_json(&result)?))
 }
 
 async fn series(
     State(st): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let p = P::new(params, &["namespace"], false)?;
-    Ok(Json(
-        json!({"series": st.monitor.series(p.get("namespace"))}),
-    ))
+    let series = to_json(&st.monitor.series(p.get("namespace")))?;
+    Ok(Json(json!({ "series": series })))
 }
 
 async fn namespaces(
     State(st): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     P::new(params, &[], false)?;
     let list: Vec<Value> = st
@@ -152,9 +178,9 @@ async fn namespaces(
         .namespaces()
         .into_iter()
         .map(|(ns, n)| {
-            let retention = super::admin::retention_json(&st.monitor.retention(&ns));
-            json!({"namespace": ns, "series": n, "retention": retention})
+            let retention = super::admin::retention_json(&st.monitor.retention(&ns))?;
+            Ok(json!({"namespace": ns, "series": n, "retention": retention}))
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(json!({ "namespaces": list })))
 }
