@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scopemon::alerts::Threshold;
+use scopemon::config::ThresholdSpec as Threshold;
 use scopemon::model::{DAY_MS, HOUR_MS};
 use scopemon::{Clock, Config, Kind, ManualClock, Monitor, Outcome, Sample};
 

@@ -22,10 +22,10 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
-use crate::alerts::{Alert, AlertState, Alerts, PerformanceHealth, Threshold, Transition};
+use crate::alerts::{self, Alert, AlertState, Alerts, PerformanceHealth, Transition};
 use crate::baseline::{self, Baseline, BaselineCache, Selection};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, Retention};
+use crate::config::{Config, Retention, ThresholdSpec};
 use crate::error::{Error, Result};
 use crate::hot::{Handle, Registry, Series};
 use crate::model::{Kind, MINUTE_MS, Outcome, Resolution, format_ts};
@@ -150,6 +150,8 @@ impl MonitorBuilder {
     /// Opens the store and starts the engine.
     pub fn open(self) -> Result<Monitor> {
         self.config.validate()?;
+        // Configured thresholds are checked before anything is created.
+        let configured = alerts::configured_rules(&self.config.alerts)?;
         let store = Store::open(&self.config.storage.data_dir, OpenOptions::default())?;
         let now = self.clock.now_ms();
         let registry = Registry::new(
@@ -162,7 +164,7 @@ impl MonitorBuilder {
         }
         let policy = RetentionPolicy::load(&self.config, store.db())?;
         let baselines = BaselineCache::load(store.db())?;
-        let alerts = Alerts::load(&store, &self.config.alerts, &self.config.alerts.thresholds)?;
+        let alerts = Alerts::load(&store, &self.config.alerts, configured)?;
         let engine = Arc::new(Engine {
             config: self.config,
             clock: self.clock,
@@ -746,12 +748,12 @@ impl Monitor {
     }
 
     /// Creates or replaces a threshold.
-    pub fn put_threshold(&self, t: Threshold) -> Result<Threshold> {
+    pub fn put_threshold(&self, t: ThresholdSpec) -> Result<ThresholdSpec> {
         self.engine.alerts.put_threshold(&self.engine.store, t)
     }
 
     /// Every threshold.
-    pub fn thresholds(&self) -> Vec<Threshold> {
+    pub fn thresholds(&self) -> Vec<ThresholdSpec> {
         self.engine.alerts.thresholds()
     }
 

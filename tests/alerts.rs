@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use scopemon::alerts::{AlertState, Severity, Threshold};
+use scopemon::alerts::{AlertState, Severity};
 use scopemon::baseline::{BaselineStatus, Selection, median_mad};
+use scopemon::config::ThresholdSpec as Threshold;
 use scopemon::model::{DAY_MS, HOUR_MS, MINUTE_MS};
 use scopemon::{Clock, Config, Kind, ManualClock, Monitor, Outcome, Sample, Tags};
 
