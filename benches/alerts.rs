@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scopemon::Threshold;
+use scopemon::ThresholdSpec as Threshold;
 use scopemon::{Clock, Config, Kind, ManualClock, Monitor, Outcome, Sample};
 use scopemon::{DAY_MS, HOUR_MS};
 

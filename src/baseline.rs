@@ -28,15 +28,12 @@ use crate::error::{Error, Result};
 use crate::hot::Series;
 use crate::model::{DAY_MS, HOUR_MS, Kind, Resolution, Tags, format_duration_ms, format_ts};
 use crate::query::{self, QuerySpec, Source, Window};
-use crate::stats::Point;
+use crate::stats::{Aggregation, Point};
 use crate::store::Store;
 use crate::store::codec::{decode_json, encode_json};
 use crate::store::tables::BASELINES;
 
 const BASELINE_V1: u8 = 1;
-
-/// The aggregations a baseline (and a threshold) can be about.
-pub const BASELINE_AGGREGATIONS: [&str; 6] = ["p50", "p95", "p99", "avg", "rate", "error_rate"];
 
 /// One aggregation's expected value and band.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -106,36 +103,23 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// The band of one aggregation (`p50`, ..., `error_rate`).
-    pub fn band(&self, aggregation: &str) -> Option<Band> {
+    /// The band of one aggregation; `None` for those baselines do not
+    /// describe (see [`Aggregation::WITH_BASELINE`]) or when insufficient.
+    pub fn band(&self, aggregation: Aggregation) -> Option<Band> {
         match aggregation {
-            "p50" => self.p50,
-            "p95" => self.p95,
-            "p99" => self.p99,
-            "avg" => self.avg,
-            "rate" => self.rate,
-            "error_rate" => self.error_rate,
-            _ => None,
+            Aggregation::P50 => self.p50,
+            Aggregation::P95 => self.p95,
+            Aggregation::P99 => self.p99,
+            Aggregation::Avg => self.avg,
+            Aggregation::Rate => self.rate,
+            Aggregation::ErrorRate => self.error_rate,
+            Aggregation::Min
+            | Aggregation::Max
+            | Aggregation::P90
+            | Aggregation::P999
+            | Aggregation::Count => None,
         }
     }
-}
-
-/// The value of `aggregation` in a point (also used by thresholds).
-pub fn aggregate(p: &Point, aggregation: &str) -> Option<f64> {
-    Some(match aggregation {
-        "avg" => p.avg,
-        "min" => p.min,
-        "max" => p.max,
-        "p50" => p.p50,
-        "p90" => p.p90,
-        "p95" => p.p95,
-        "p99" => p.p99,
-        "p999" => p.p999,
-        "rate" => p.rate,
-        "error_rate" => p.error_rate,
-        "count" => p.count as f64,
-        _ => return None,
-    })
 }
 
 /// Median of `v` (sorted in place); `None` when empty.
@@ -236,6 +220,24 @@ impl Selection {
     }
 }
 
+/// The hourly buckets of `sel` in `[from, to)` (none when it has no series).
+fn hourly_points(src: &Source<'_>, sel: &Selection, from: i64, to: i64) -> Result<Vec<Point>> {
+    let spec = QuerySpec {
+        namespace: sel.namespace.clone(),
+        metric: sel.metric.clone(),
+        kind: sel.kind,
+        window: Window::Buckets(Resolution::Hour),
+        from,
+        to,
+        tags: sel.tags.clone(),
+    };
+    match query::query(src, &spec) {
+        Ok(r) => Ok(r.points),
+        Err(Error::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Computes baseline for `sel` at `now_ms` from hourly buckets.
 pub fn compute(
     src: &Source<'_>,
@@ -248,33 +250,8 @@ pub fn compute(
     // Complete hours only: the open hour is still changing.
     let to = Resolution::Hour.align(now_ms);
     let lookback = window_ms.max(seasonal_ms.saturating_mul(2));
-    let points = match query::query(
-        src,
-        &QuerySpec {
-            namespace: sel.namespace.clone(),
-            metric: sel.metric.clone(),
-            kind: sel.kind,
-            window: Window::Buckets(Resolution::Hour),
-            from: to - lookback,
-            to,
-            tags: sel.tags.clone(),
-        },
-    ) {
-        Ok(r) => r.points,
-        Err(Error::NotFound(_)) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let hours: Vec<(i64, &Point)> = points
-        .iter()
-        .filter_map(|p| {
-            Some((
-                chrono::DateTime::parse_from_rfc3339(&p.start)
-                    .ok()?
-                    .timestamp_millis(),
-                p,
-            ))
-        })
-        .collect();
+    let points = hourly_points(src, sel, to - lookback, to)?;
+    let hours: Vec<(i64, &Point)> = points.iter().map(|p| (p.start_ms, p)).collect();
     let history_ms = hours.first().map(|(t, _)| to - t).unwrap_or(0);
     let hour_of = |t: i64| (t.rem_euclid(DAY_MS) / HOUR_MS) as u32;
     let now_hour = hour_of(now_ms);
@@ -302,11 +279,11 @@ pub fn compute(
     } else {
         chosen.len() >= cfg.min_buckets
     };
-    let band = |agg: &str| -> Option<Band> {
+    let band = |agg: Aggregation| -> Option<Band> {
         if !enough {
             return None;
         }
-        let v: Vec<f64> = chosen.iter().filter_map(|p| aggregate(p, agg)).collect();
+        let v: Vec<f64> = chosen.iter().map(|p| agg.of(p)).collect();
         band_of(&v, cfg.band)
     };
     Ok(Baseline {
@@ -321,12 +298,12 @@ pub fn compute(
         computed_at_ms: now_ms,
         seasonal,
         hour_of_day: seasonal.then_some(now_hour),
-        p50: band("p50"),
-        p95: band("p95"),
-        p99: band("p99"),
-        avg: band("avg"),
-        rate: band("rate"),
-        error_rate: band("error_rate"),
+        p50: band(Aggregation::P50),
+        p95: band(Aggregation::P95),
+        p99: band(Aggregation::P99),
+        avg: band(Aggregation::Avg),
+        rate: band(Aggregation::Rate),
+        error_rate: band(Aggregation::ErrorRate),
     })
 }
 

@@ -1,16 +1,19 @@
 //! Configuration: the TOML file (`config/scopemon.toml`) as serde types with
 //! defaults, so an empty file (or none) is a working configuration.
 //! Durations are humantime strings (`5s`, `48h`), sizes byte-unit strings.
+//!
+//! Thresholds are plain data here ([`ThresholdSpec`]); `alerts` parses and
+//! checks them when the engine opens (config never depends on alerts).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Resolution, format_duration_ms, validate_namespace};
+use crate::model::{Kind, Resolution, format_duration_ms, validate_namespace};
 use crate::stats::Precision;
 
 /// The whole configuration.
@@ -84,7 +87,8 @@ pub struct AlertsConfig {
     pub history_limit: usize,
     /// Thresholds defined in the file (`[[alerts.thresholds]]`); they
     /// replace stored thresholds with the same id at start-up.
-    pub thresholds: Vec<crate::alerts::Threshold>,
+    /// Checked by `alerts` when the engine opens, not by [`Config::validate`].
+    pub thresholds: Vec<ThresholdSpec>,
 }
 
 impl Default for AlertsConfig {
@@ -97,6 +101,63 @@ impl Default for AlertsConfig {
             thresholds: Vec::new(),
         }
     }
+}
+
+/// Comparison of a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Breach when the value is above the level.
+    Gt,
+    /// Breach when the value is below the level.
+    Lt,
+}
+
+/// A threshold as given by `PUT /v1/thresholds` and `[[alerts.thresholds]]`,
+/// and as stored: plain data, checked and parsed by `alerts` (into its
+/// `Rule`), which also normalises `for`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    /// Unique id (`[A-Za-z0-9_.-]{1,128}`).
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Metric glob (`*` any run, `?` one character).
+    pub metric: String,
+    /// Kind (default latency).
+    #[serde(default = "default_kind")]
+    pub kind: Kind,
+    /// Aggregation watched (`p99`, `error_rate`, ...).
+    pub aggregation: String,
+    /// gt or lt.
+    pub op: Op,
+    /// Warning level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<f64>,
+    /// Critical level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<f64>,
+    /// Instead of fixed levels: warn beyond the baseline's upper bound × f
+    /// (`gt`) or below its lower bound ÷ f (`lt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_factor: Option<f64>,
+    /// `minute` or `hour` (default minute).
+    #[serde(default = "default_window")]
+    pub window: String,
+    /// How long the breach must last before firing (default 0s).
+    #[serde(rename = "for", default = "default_for")]
+    pub for_: String,
+}
+
+fn default_kind() -> Kind {
+    Kind::Latency
+}
+fn default_window() -> String {
+    "minute".into()
+}
+fn default_for() -> String {
+    "0s".into()
 }
 
 /// `[server]`
@@ -406,11 +467,6 @@ impl Config {
                 "alerts.webhook_url {url:?} must be a plain http:// URL (scopemon speaks no TLS)"
             )));
         }
-        for t in &self.alerts.thresholds {
-            t.clone()
-                .validate()
-                .map_err(|e| Error::Config(format!("alerts.thresholds {:?}: {e}", t.id)))?;
-        }
         if self.alerts.webhook_attempts == 0 {
             return Err(Error::Config("alerts.webhook_attempts must be >= 1".into()));
         }
@@ -508,6 +564,9 @@ mod tests {
         let c = Config::from_toml(&uncommented).unwrap();
         let ids: Vec<&str> = c.alerts.thresholds.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["slow-operations", "error-rate", "stalled"]);
+        // Valid as the engine checks them when it opens.
+        let rules = crate::alerts::configured_rules(&c.alerts).unwrap();
+        assert_eq!(rules.len(), 3);
     }
 
     #[test]

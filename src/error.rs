@@ -143,6 +143,21 @@ pub enum Error {
     /// serialised (HTTP 500).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Alert transitions that the webhook refused or never answered, every
+    /// attempt (each is counted and logged; delivery goes on).
+    #[error(
+        "webhook {url}: {failed} of {total} alert transitions undelivered after {attempts} attempts"
+    )]
+    Webhook {
+        /// The webhook URL.
+        url: String,
+        /// Transitions that failed every attempt.
+        failed: usize,
+        /// Transitions in the run.
+        total: usize,
+        /// Attempts per transition.
+        attempts: u32,
+    },
     /// The monitor has been closed.
     #[error("the monitor is closed")]
     Closed,
@@ -196,6 +211,7 @@ impl Error {
             Error::Listen { .. } => "listen_failed",
             Error::DataDir { .. } => "data_dir_unusable",
             Error::Internal(_) => "internal",
+            Error::Webhook { .. } => "webhook_failed",
             Error::Closed => "closed",
             Error::Storage(_) => "storage_error",
             Error::Io(_) => "io_error",
@@ -214,6 +230,7 @@ impl Error {
                 | Error::Listen { .. }
                 | Error::DataDir { .. }
                 | Error::Internal(_)
+                | Error::Webhook { .. }
                 | Error::Closed
                 | Error::Storage(_)
                 | Error::Io(_)

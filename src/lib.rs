@@ -34,13 +34,14 @@ mod store;
 mod tasks;
 
 pub use alerts::{
-    Alert, AlertCounters, AlertState, Issue, Op, PerformanceHealth, Severity, Threshold, Transition,
+    Alert, AlertCounters, AlertState, HealthStatus, Issue, PerformanceHealth, Reason, Severity,
+    Transition, TransitionKind,
 };
 pub use baseline::{Band, Baseline, BaselineStatus, Selection};
 pub use clock::{Clock, JumpWaker, ManualClock, SharedClock, SystemClock};
 pub use config::{
-    AlertsConfig, BaselineConfig, Config, HealthConfig, MemoryConfig, Retention, RetentionConfig,
-    RetentionRule, RetentionSource, ServerConfig, StorageConfig,
+    AlertsConfig, BaselineConfig, Config, HealthConfig, MemoryConfig, Op, Retention,
+    RetentionConfig, RetentionRule, RetentionSource, ServerConfig, StorageConfig, ThresholdSpec,
 };
 pub use error::{Error, Result};
 pub use hot::Handle;
@@ -54,7 +55,7 @@ pub use monitor::{
 };
 pub use query::{MAX_POINTS, QueryResult, QuerySpec, Summary, SummaryRow, Window};
 pub use retention::{CompactOptions, CompactReport};
-pub use stats::{Point, Precision};
+pub use stats::{Aggregation, Point, Precision};
 pub use store::DB_FILE;
 pub use store::flush::{FlushReport, RollupReport};
 pub use tasks::TaskStatus;

@@ -380,29 +380,7 @@ pub fn range_stats(
             let (_, v) = entry?;
             reader.merge(&mut codec, v.value(), a)?;
         }
-        if parts.days.0 < parts.days.1 {
-            reader.scan(
-                &mut codec,
-                Resolution::Day,
-                sid,
-                parts.days.0,
-                parts.days.1,
-                a,
-            )?;
-        }
-        if parts.hours.0 < parts.hours.1 {
-            reader.scan(
-                &mut codec,
-                Resolution::Hour,
-                sid,
-                parts.hours.0,
-                parts.hours.1,
-                a,
-            )?;
-        }
-        if parts.exact.0 < parts.exact.1 {
-            reader.cover(&mut codec, sid, parts.exact.0, parts.exact.1, a)?;
-        }
+        reader.add_parts(&mut codec, sid, &parts, a)?;
         // The accumulator is complete after every series when per series,
         // after the last one otherwise: settle staged counts, hand it out,
         // keep its allocation for the next series.
@@ -475,6 +453,28 @@ impl RecordReader {
             Resolution::Hour => &self.tables[1],
             Resolution::Day => &self.tables[2],
         }
+    }
+
+    /// Adds the stored records of series `sid` over `parts`: whole days,
+    /// whole hours, then the part exact to the minute.
+    fn add_parts(
+        &self,
+        codec: &mut Codec,
+        sid: u64,
+        parts: &RangeParts,
+        into: &mut Stats,
+    ) -> Result<()> {
+        let (days, hours, exact) = (parts.days, parts.hours, parts.exact);
+        if days.0 < days.1 {
+            self.scan(codec, Resolution::Day, sid, days.0, days.1, into)?;
+        }
+        if hours.0 < hours.1 {
+            self.scan(codec, Resolution::Hour, sid, hours.0, hours.1, into)?;
+        }
+        if exact.0 < exact.1 {
+            self.cover(codec, sid, exact.0, exact.1, into)?;
+        }
+        Ok(())
     }
 
     /// Adds every record of `res` with start in [a, b).

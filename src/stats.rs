@@ -4,9 +4,15 @@
 //! Invariant: `hist.len()` is the sample count, and `min`/`max`/`sum` are
 //! over the unscaled values of exactly those samples (min/max are `NaN`-free
 //! and meaningful only when the count is non-zero).
+//!
+//! [`Aggregation`] names one field of a [`Point`]; thresholds and baselines
+//! parse it once (from its snake_case name) and read points through it.
+
+use std::fmt;
+use std::str::FromStr;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::model::{Kind, format_ts};
@@ -143,6 +149,7 @@ impl Stats {
         let q = self.quantiles(kind);
         Some(Point {
             start: format_ts(start_ms),
+            start_ms,
             end: None,
             count,
             sum: self.sum,
@@ -191,6 +198,9 @@ impl Stats {
 pub struct Point {
     /// Bucket (or range) start, RFC 3339.
     pub start: String,
+    /// The same start, Unix ms (not serialized).
+    #[serde(skip)]
+    pub start_ms: i64,
     /// Range end, for `window=range` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
@@ -220,6 +230,137 @@ pub struct Point {
     pub error_rate: f64,
     /// Samples per second of the bucket.
     pub rate: f64,
+}
+
+/// One aggregate of a [`Point`]: what a threshold watches and what a
+/// baseline describes. Serialized (and parsed) as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aggregation {
+    /// Mean.
+    Avg,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Median.
+    P50,
+    /// 90th percentile.
+    P90,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+    /// 99.9th percentile.
+    P999,
+    /// Samples per second.
+    Rate,
+    /// Percentage of samples with outcome `error`.
+    ErrorRate,
+    /// Samples.
+    Count,
+}
+
+impl Aggregation {
+    /// Every aggregation, in the order error messages list them.
+    pub const ALL: [Aggregation; 11] = [
+        Aggregation::Avg,
+        Aggregation::Min,
+        Aggregation::Max,
+        Aggregation::P50,
+        Aggregation::P90,
+        Aggregation::P95,
+        Aggregation::P99,
+        Aggregation::P999,
+        Aggregation::Rate,
+        Aggregation::ErrorRate,
+        Aggregation::Count,
+    ];
+
+    /// The aggregations a baseline has a band for, in the order error
+    /// messages list them.
+    pub const WITH_BASELINE: [Aggregation; 6] = [
+        Aggregation::P50,
+        Aggregation::P95,
+        Aggregation::P99,
+        Aggregation::Avg,
+        Aggregation::Rate,
+        Aggregation::ErrorRate,
+    ];
+
+    /// The snake_case name (`p99`, `error_rate`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Avg => "avg",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::P50 => "p50",
+            Aggregation::P90 => "p90",
+            Aggregation::P95 => "p95",
+            Aggregation::P99 => "p99",
+            Aggregation::P999 => "p999",
+            Aggregation::Rate => "rate",
+            Aggregation::ErrorRate => "error_rate",
+            Aggregation::Count => "count",
+        }
+    }
+
+    /// The value of this aggregation in `p`.
+    #[inline]
+    pub fn of(self, p: &Point) -> f64 {
+        match self {
+            Aggregation::Avg => p.avg,
+            Aggregation::Min => p.min,
+            Aggregation::Max => p.max,
+            Aggregation::P50 => p.p50,
+            Aggregation::P90 => p.p90,
+            Aggregation::P95 => p.p95,
+            Aggregation::P99 => p.p99,
+            Aggregation::P999 => p.p999,
+            Aggregation::Rate => p.rate,
+            Aggregation::ErrorRate => p.error_rate,
+            Aggregation::Count => p.count as f64,
+        }
+    }
+
+    /// Whether baselines have a band for it (see [`Aggregation::WITH_BASELINE`]).
+    pub fn has_baseline(self) -> bool {
+        Aggregation::WITH_BASELINE.contains(&self)
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Aggregation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Aggregation> {
+        Aggregation::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Aggregation::ALL.iter().map(|a| a.as_str()).collect();
+                Error::InvalidParameter(format!(
+                    "unknown aggregation {s:?}; expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+impl Serialize for Aggregation {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Aggregation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Aggregation, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +394,26 @@ mod tests {
         assert_eq!(p.max, 1099.0);
         assert_eq!(p.errors, 250);
         assert_eq!(p.error_rate, 25.0);
+    }
+
+    #[test]
+    fn aggregations_parse_by_name_and_say_what_is_known() {
+        for a in Aggregation::ALL {
+            assert_eq!(a.as_str().parse::<Aggregation>().unwrap(), a);
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        let e = "p42".parse::<Aggregation>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown aggregation \"p42\"; expected one of avg, min, max, p50, p90, p95, p99, p999, rate, error_rate, count"
+        );
+        assert!(Aggregation::P99.has_baseline() && !Aggregation::Count.has_baseline());
+        let p = stats_of(&[10.0, 20.0])
+            .point(Kind::Latency, 0, 1_000)
+            .unwrap();
+        assert_eq!(Aggregation::Count.of(&p), 2.0);
+        assert_eq!(Aggregation::Max.of(&p), 20.0);
+        assert_eq!(Aggregation::ErrorRate.of(&p), 50.0);
     }
 
     #[test]

@@ -154,11 +154,6 @@ impl TaskHandle {
     pub fn wake(&self) {
         self.0.notify(true);
     }
-
-    /// The task's status now.
-    pub fn status(&self) -> TaskStatus {
-        self.0.status.lock().clone()
-    }
 }
 
 struct Inner {
@@ -319,6 +314,14 @@ mod tests {
     use crate::clock::ManualClock;
     use std::sync::atomic::AtomicU64;
 
+    /// The status of task `name`.
+    fn status(tasks: &Tasks, name: &str) -> TaskStatus {
+        let all = tasks.statuses();
+        all.into_iter()
+            .find(|s| s.name == name)
+            .expect("registered")
+    }
+
     fn counter_job(n: &Arc<AtomicU64>) -> impl Fn(i64) -> Result<()> + Send + Sync + 'static {
         let n = n.clone();
         move |_| {
@@ -351,7 +354,7 @@ mod tests {
             1,
             "a woken task runs whatever its deadline"
         );
-        let st = h.status();
+        let st = status(&tasks, "t");
         assert_eq!((st.runs, st.failures, st.last_run_ms), (2, 0, Some(6_000)));
         assert_eq!(st.next_run_ms, 11_000);
         assert_eq!(n.load(Ordering::SeqCst), 2);
@@ -361,13 +364,13 @@ mod tests {
     fn aligned_tasks_run_at_boundaries() {
         let clock = ManualClock::new(61_234);
         let tasks = Tasks::new(Arc::new(clock.clone()), false);
-        let h = tasks
+        tasks
             .register("m", Schedule::Aligned(Duration::from_secs(60)), |_| Ok(()))
             .unwrap();
-        assert_eq!(h.status().next_run_ms, 120_000);
+        assert_eq!(status(&tasks, "m").next_run_ms, 120_000);
         clock.set(120_000);
         assert_eq!(tasks.run_due(), 1);
-        assert_eq!(h.status().next_run_ms, 180_000);
+        assert_eq!(status(&tasks, "m").next_run_ms, 180_000);
     }
 
     #[test]
@@ -375,28 +378,30 @@ mod tests {
         let clock = ManualClock::new(0);
         let tasks = Tasks::new(Arc::new(clock.clone()), false);
         let every = Schedule::Every(Duration::from_secs(1));
-        let bad = tasks
+        tasks
             .register("bad", every, |_| {
                 Err(crate::Error::InvalidParameter("boom".into()))
             })
             .unwrap();
-        let panics = tasks
+        tasks
             .register("panics", every, |_| panic!("kaboom"))
             .unwrap();
         let n = Arc::new(AtomicU64::new(0));
-        let good = tasks.register("good", every, counter_job(&n)).unwrap();
+        tasks.register("good", every, counter_job(&n)).unwrap();
         clock.advance_ms(1_000);
         assert_eq!(tasks.run_due(), 3);
-        assert_eq!(bad.status().last_error.as_deref(), Some("boom"));
-        assert_eq!(panics.status().failures, 1);
+        assert_eq!(status(&tasks, "bad").last_error.as_deref(), Some("boom"));
+        assert_eq!(status(&tasks, "panics").failures, 1);
         assert!(
-            panics
-                .status()
+            status(&tasks, "panics")
                 .last_error
                 .is_some_and(|e| e.contains("kaboom"))
         );
-        assert_eq!((good.status().runs, good.status().failures), (1, 0));
-        assert_eq!(good.status().last_error, None);
+        assert_eq!(
+            (status(&tasks, "good").runs, status(&tasks, "good").failures),
+            (1, 0)
+        );
+        assert_eq!(status(&tasks, "good").last_error, None);
     }
 
     /// Waits (bounded, real time) until `cond` holds; the runners are real

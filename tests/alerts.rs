@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use scopemon::{AlertState, Severity, Threshold};
+use scopemon::{AlertState, Severity, ThresholdSpec as Threshold};
 use scopemon::{BaselineStatus, Selection};
 use scopemon::{Clock, Config, Kind, ManualClock, Monitor, Outcome, Sample, Tags};
 use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -323,7 +323,9 @@ fn thresholds_fire_once_ignore_blips_upgrade_resolve_and_persist() {
     assert!(all[0].resolved_at.is_some());
     assert_eq!(m.performance_health("prod").unwrap().status, "healthy");
 
-    // the webhook got firing, upgraded, resolved, in order
+    // the webhook got firing, upgraded, resolved, in order (this monitor
+    // runs no threads: its owner runs the woken delivery task)
+    m.run_due_tasks();
     let events: Vec<String> = (0..3)
         .map(|_| {
             let v = hook
@@ -356,11 +358,15 @@ fn a_dead_webhook_blocks_nothing() {
         .unwrap()
         .port();
     let clock = ManualClock::new(T0);
-    let m = open(
-        dir.path(),
-        &clock,
-        Some(&format!("http://127.0.0.1:{port}/hook")),
-    );
+    // Background tasks on: delivery runs on its own thread while the test
+    // evaluates.
+    let mut c = Config::with_data_dir(dir.path());
+    c.alerts.webhook_url = Some(format!("http://127.0.0.1:{port}/hook"));
+    c.alerts.webhook_timeout = Duration::from_secs(2);
+    let m = Monitor::builder(c)
+        .clock(std::sync::Arc::new(clock.clone()))
+        .open()
+        .unwrap();
     m.put_threshold(
         serde_json::from_value(serde_json::json!({
             "id": "any", "namespace": "prod", "metric": "*", "aggregation": "max",
@@ -385,4 +391,21 @@ fn a_dead_webhook_blocks_nothing() {
         failed < 50,
         "evaluation waited for the webhook ({failed} failures already)"
     );
+    // ...and delivery really was attempted (and failed) meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while failures(&m) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(failures(&m) >= 1, "the dead webhook was never tried");
+    let delivery = m.tasks().into_iter().find(|t| t.name == "alert-delivery");
+    assert!(
+        delivery.is_some_and(|t| t.failures >= 1 && t.last_error.is_some()),
+        "the delivery task reports its failure"
+    );
+}
+
+fn failures(m: &Monitor) -> u64 {
+    m.alert_counters()
+        .webhook_failures
+        .load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use super::query::{P, Params};
 use super::{ApiError, AppState, blocking, to_json};
-use crate::alerts::{AlertState, Threshold};
+use crate::alerts::AlertState;
 use crate::baseline::Selection;
+use crate::config::ThresholdSpec;
 use crate::error::Error;
 use crate::model::Kind;
 
@@ -60,7 +61,7 @@ async fn put(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     P::new(params, &[], false)?;
-    let t: Threshold = serde_json::from_slice(&body)
+    let t: ThresholdSpec = serde_json::from_slice(&body)
         .map_err(|e| Error::InvalidParameter(format!("not a threshold: {e}")))?;
     let monitor = st.monitor.clone();
     let t = blocking(move || monitor.put_threshold(t)).await?;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::alerts::{Alerts, Transition};
+use crate::alerts::{self, Alerts, Transition};
 use crate::baseline::{self, BaselineCache, Selection};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -76,6 +76,8 @@ impl Engine {
     /// Opens the store and loads every room's state.
     pub(super) fn open(config: Config, clock: SharedClock) -> Result<Engine> {
         config.validate()?;
+        // Every configured threshold parses before anything is created.
+        let configured = alerts::configured_rules(&config.alerts)?;
         let store = Store::open(&config.storage.data_dir, OpenOptions::default())?;
         let registry = Registry::new(
             config.storage.series_limit_per_namespace,
@@ -87,7 +89,7 @@ impl Engine {
         }
         let policy = RetentionPolicy::load(&config, store.db())?;
         let baselines = BaselineCache::load(store.db())?;
-        let alerts = Alerts::load(&store, &config.alerts, &config.alerts.thresholds)?;
+        let alerts = Alerts::load(&store, &config.alerts, configured)?;
         Ok(Engine {
             config,
             clock,

@@ -129,6 +129,21 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
             e.compact(now, Default::default()).map(|_| ())
         }),
     )?;
+    if let Some(delivery) = engine.alerts.delivery() {
+        // Sends queued transitions; woken by every enqueue, and retried on
+        // its own schedule. Each failed transition is counted and logged.
+        let every = Schedule::Every(std::time::Duration::from_secs(10));
+        let task = tasks.register(
+            "alert-delivery",
+            every,
+            job(engine, |e, _| {
+                e.alerts
+                    .delivery()
+                    .map_or(Ok(()), |d| d.run_once().map(|_| ()))
+            }),
+        )?;
+        delivery.on_enqueue(move || task.wake());
+    }
     let baselines = Schedule::Every(c.baseline.recompute_interval);
     tasks.register(
         "baseline",
@@ -225,6 +240,15 @@ impl Monitor {
     pub fn close(&self) -> Result<()> {
         if self.engine.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
+        }
+        if let Some(d) = self.engine.alerts.delivery() {
+            let left = d.shutdown();
+            if left > 0 {
+                tracing::warn!(
+                    transitions = left,
+                    "alert transitions not delivered before shutdown (logged above)"
+                );
+            }
         }
         self.tasks.stop();
         // Samples recorded by racing threads before `closed` was seen are

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::alerts::{Alert, AlertCounters, AlertState, PerformanceHealth, Threshold, Transition};
+use crate::alerts::{Alert, AlertCounters, AlertState, PerformanceHealth, Transition};
 use crate::baseline::{self, Baseline, Selection};
-use crate::config::{Retention, RetentionRule};
+use crate::config::{Retention, RetentionRule, ThresholdSpec};
 use crate::error::Result;
 use crate::model::{Kind, Resolution, format_ts};
 use crate::query::{self, QueryResult, QuerySpec, Summary};
@@ -149,12 +149,12 @@ impl Monitor {
     }
 
     /// Creates or replaces a threshold.
-    pub fn put_threshold(&self, t: Threshold) -> Result<Threshold> {
+    pub fn put_threshold(&self, t: ThresholdSpec) -> Result<ThresholdSpec> {
         self.engine.alerts.put_threshold(&self.engine.store, t)
     }
 
     /// Every threshold.
-    pub fn thresholds(&self) -> Vec<Threshold> {
+    pub fn thresholds(&self) -> Vec<ThresholdSpec> {
         self.engine.alerts.thresholds()
     }
 

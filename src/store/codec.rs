@@ -3,8 +3,9 @@
 //!
 //! Layout: one version byte, then a bincode (standard config) body. Version 1
 //! body: first/last minute covered, exact sum/min/max, error count, and the
-//! histogram in HdrHistogram V2 encoding (optionally V2+deflate; the decoder
-//! takes either, recognising them by their cookies). The sample count is the
+//! histogram in HdrHistogram V2 encoding, optionally zstd-compressed (minute
+//! records are written that way); the decoder also reads the crate's
+//! V2+deflate, recognising each form by its cookie. The sample count is the
 //! histogram's total count, so it cannot disagree with the histogram.
 //!
 //! Series records (the catalog) use the same scheme with their own body.
@@ -153,7 +154,7 @@ impl Codec {
         }
     }
 
-    /// Encodes a bucket; `compress` picks V2+deflate (smaller, ~10× slower).
+    /// Encodes a bucket; `compress` picks V2+zstd (about half the bytes).
     pub fn encode(
         &mut self,
         stats: &Stats,

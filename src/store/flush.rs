@@ -2,9 +2,11 @@
 //!
 //! **Flush** (every `flush_interval`): for every dirty series, move each hot
 //! bucket's `live` stats to `inflight` (under the series lock, a pointer
-//! move), encode them outside the lock and append one `deltas` record per
-//! (series, minute) in a single write transaction. No bucket is read back:
-//! the cost is one V2 serialization and one insert per dirty bucket.
+//! move), encode them outside the lock and write one `deltas` record per
+//! (series, minute) in a single write transaction. The only record read back
+//! is an earlier flush's delta of the same minute, merged in (so there is
+//! one delta per (series, minute)); minute, hour and day records are never
+//! read by a flush.
 //! The commit happens under the engine's *commit gate* (write side), and the
 //! `inflight` stats are dropped before the gate is released. A reader holds
 //! the gate (read side) while it opens its read transaction and looks at the
@@ -203,6 +205,14 @@ pub struct RollupReport {
 /// Most (series, minute) groups rolled up per write transaction.
 pub const ROLLUP_BATCH: usize = 1_000;
 
+/// (series, minute) groups of one rollup batch, each with the delta keys
+/// that make it up and their merged statistics.
+type DeltaKey = (u64, i64, u64);
+struct Batch {
+    groups: Vec<((u64, i64), Vec<DeltaKey>)>,
+    merged: HashMap<(u64, i64), Stats>,
+}
+
 /// Moves the deltas of every minute that closed before `now_ms` into the
 /// minute, hour and day records. `max_batches` bounds the work of one call.
 pub fn rollup(
@@ -217,86 +227,100 @@ pub fn rollup(
     for _ in 0..max_batches {
         let txn_started = Instant::now();
         let txn = store.begin_write()?;
-        // (series, minute) groups and the delta keys that make them up.
-        type DeltaKey = (u64, i64, u64);
-        let mut groups: Vec<((u64, i64), Vec<DeltaKey>)> = Vec::new();
-        {
-            let deltas = txn.open_table(DELTAS)?;
-            let mut merged: HashMap<(u64, i64), Stats> = HashMap::new();
-            for entry in deltas.iter()? {
-                let (k, v) = entry?;
-                let key = k.value();
-                let (sid, minute, _) = key;
-                if minute >= open_minute {
-                    continue;
-                }
-                let group = (sid, minute);
-                if groups.last().map(|g| g.0) != Some(group) {
-                    if groups.len() == ROLLUP_BATCH {
-                        break;
-                    }
-                    groups.push((group, Vec::new()));
-                }
-                if let Some(g) = groups.last_mut() {
-                    g.1.push(key);
-                }
-                let rec = codec.decode(v.value())?;
-                match merged.get_mut(&group) {
-                    Some(acc) => acc.merge(&rec.stats)?,
-                    None => {
-                        merged.insert(group, rec.stats);
-                    }
-                }
-            }
-            drop(deltas);
-            if groups.is_empty() {
-                drop(txn);
-                break;
-            }
-            let mut buf = Vec::with_capacity(1024);
-            for res in Resolution::ALL {
-                let mut table = txn.open_table(tables::buckets(res))?;
-                for ((sid, minute), _) in &groups {
-                    let Some(delta) = merged.get(&(*sid, *minute)) else {
-                        continue;
-                    };
-                    let start = res.align(*minute);
-                    let existing = table
-                        .get((*sid, start))?
-                        .map(|v| codec.decode(v.value()))
-                        .transpose()?;
-                    let (stats, first, last) = match existing {
-                        Some(mut rec) => {
-                            rec.stats.merge(delta)?;
-                            (rec.stats, rec.first.min(*minute), rec.last.max(*minute))
-                        }
-                        None => (delta.clone(), *minute, *minute),
-                    };
-                    // Minute records are most of the file: kept V2+deflate
-                    // (about half the bytes; they are written once, read
-                    // through the same fast merge after inflating). Hour and
-                    // day records, read by most queries, stay plain.
-                    let compress = res == Resolution::Minute;
-                    codec.encode(&stats, first, last, compress, &mut buf)?;
-                    table.insert((*sid, start), buf.as_slice())?;
-                }
-            }
-            let mut deltas = txn.open_table(DELTAS)?;
-            for (_, keys) in &groups {
-                for k in keys {
-                    deltas.remove(*k)?;
-                    report.deltas += 1;
-                }
+        let batch = collect_batch(&txn, codec, open_minute)?;
+        if batch.groups.is_empty() {
+            drop(txn);
+            break;
+        }
+        write_records(&txn, codec, &batch)?;
+        let mut deltas = txn.open_table(DELTAS)?;
+        for (_, keys) in &batch.groups {
+            for k in keys {
+                deltas.remove(*k)?;
+                report.deltas += 1;
             }
         }
+        drop(deltas);
         txn.commit()?;
         report.transactions += 1;
-        report.minutes += groups.len();
+        report.minutes += batch.groups.len();
         report.longest_txn = report.longest_txn.max(txn_started.elapsed());
-        if groups.len() < ROLLUP_BATCH {
+        if batch.groups.len() < ROLLUP_BATCH {
             break;
         }
     }
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// Reads up to [`ROLLUP_BATCH`] closed (series, minute) groups of deltas
+/// and merges each group.
+fn collect_batch(
+    txn: &redb::WriteTransaction,
+    codec: &mut Codec,
+    open_minute: i64,
+) -> Result<Batch> {
+    let deltas = txn.open_table(DELTAS)?;
+    let mut batch = Batch {
+        groups: Vec::new(),
+        merged: HashMap::new(),
+    };
+    for entry in deltas.iter()? {
+        let (k, v) = entry?;
+        let key = k.value();
+        let (sid, minute, _) = key;
+        if minute >= open_minute {
+            continue;
+        }
+        let group = (sid, minute);
+        if batch.groups.last().map(|g| g.0) != Some(group) {
+            if batch.groups.len() == ROLLUP_BATCH {
+                break;
+            }
+            batch.groups.push((group, Vec::new()));
+        }
+        if let Some(g) = batch.groups.last_mut() {
+            g.1.push(key);
+        }
+        let rec = codec.decode(v.value())?;
+        match batch.merged.get_mut(&group) {
+            Some(acc) => acc.merge(&rec.stats)?,
+            None => {
+                batch.merged.insert(group, rec.stats);
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// Merges each group of `batch` into its minute, hour and day records.
+fn write_records(txn: &redb::WriteTransaction, codec: &mut Codec, batch: &Batch) -> Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    for res in Resolution::ALL {
+        let mut table = txn.open_table(tables::buckets(res))?;
+        for ((sid, minute), _) in &batch.groups {
+            let Some(delta) = batch.merged.get(&(*sid, *minute)) else {
+                continue;
+            };
+            let start = res.align(*minute);
+            let existing = table
+                .get((*sid, start))?
+                .map(|v| codec.decode(v.value()))
+                .transpose()?;
+            let (stats, first, last) = match existing {
+                Some(mut rec) => {
+                    rec.stats.merge(delta)?;
+                    (rec.stats, rec.first.min(*minute), rec.last.max(*minute))
+                }
+                None => (delta.clone(), *minute, *minute),
+            };
+            // Minute records are most of the file: kept V2+zstd (written
+            // once, read through the same fast merge after decompressing).
+            // Hour and day records, read by most queries, stay plain.
+            let compress = res == Resolution::Minute;
+            codec.encode(&stats, first, last, compress, &mut buf)?;
+            table.insert((*sid, start), buf.as_slice())?;
+        }
+    }
+    Ok(())
 }

@@ -3,7 +3,8 @@
 //!
 //! Where data lives at any moment (each accepted sample in exactly one):
 //! 1. hot buckets in memory (`hot`), until a flush takes them;
-//! 2. `deltas`: one record per (series, minute, flush), written by a flush;
+//! 2. `deltas`: one record per (series, minute), written (and merged into)
+//!    by each flush;
 //! 3. `minute`/`hour`/`day` records, into which a rollup moves closed
 //!    minutes' deltas — all three resolutions and the delta deletion in one
 //!    write transaction, so a reader's snapshot never counts a delta twice.
