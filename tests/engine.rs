@@ -249,3 +249,56 @@ fn a_newer_schema_is_refused_and_left_untouched() {
         "the file was altered"
     );
 }
+
+/// The background tasks wait for clock time: with a manual clock nothing
+/// runs until the test moves it, then the flush task writes the sample and
+/// every task's status says what it did.
+#[test]
+fn background_tasks_follow_the_manual_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 30_000);
+    let m = Monitor::builder(Config::with_data_dir(dir.path()))
+        .clock(std::sync::Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    let names: Vec<&str> = m.tasks().iter().map(|t| t.name).collect();
+    assert_eq!(
+        names,
+        ["flush", "rollup", "minute", "compaction", "baseline"]
+    );
+    m.record_latency("prod", "db.query", Duration::from_micros(900), &[])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        m.stats().flushes,
+        0,
+        "no clock time passed: nothing flushed"
+    );
+    assert!(m.tasks().iter().all(|t| t.runs == 0));
+
+    clock.advance(Duration::from_secs(5));
+    let flushed = |m: &Monitor| {
+        let flush = m.tasks().into_iter().find(|t| t.name == "flush");
+        flush.is_some_and(|t| t.runs >= 1 && t.last_error.is_none()) && m.stats().hot_series == 0
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !flushed(&m) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        flushed(&m),
+        "the flush task ran once the clock moved: {:?}",
+        m.tasks()
+    );
+    let flush = m.tasks().into_iter().find(|t| t.name == "flush").unwrap();
+    assert_eq!(flush.last_run_ms, Some(T0 + 35_000));
+    assert_eq!(flush.next_run_ms, T0 + 40_000);
+    m.close().unwrap();
+    drop(m);
+    let m = common::open(dir.path(), &clock);
+    assert_eq!(
+        total(&m, T0, T0 + MINUTE_MS).0,
+        1,
+        "the flushed sample is stored"
+    );
+}

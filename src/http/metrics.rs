@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4) of scopemon's
 //! own figures, rendered through a `prometheus-client` [`Registry`] built
-//! per scrape: one function per area (engine, alerts, compaction) registers
+//! per scrape: one function per area (engine, alerts, compaction, background
+//! tasks) registers
 //! its families from a snapshot the [`Monitor`](crate::monitor::Monitor)
 //! keeps anyway (atomics and small locked copies; the one system call is
 //! the file-size stat in `Monitor::stats`, as before).
@@ -11,7 +12,7 @@
 //! names are `scopemon_*_total` as ever. `promtool check metrics` is clean
 //! (`.ci/promtool-check`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::header;
@@ -19,13 +20,14 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use super::{ApiError, AppState};
 use crate::alerts::{AlertCounters, AlertState};
 use crate::monitor::{EngineStats, Monitor};
 use crate::retention::CompactReport;
+use crate::tasks::TaskStatus;
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let out = render(&st.monitor)
@@ -41,6 +43,7 @@ fn render(m: &Monitor) -> Result<String, std::fmt::Error> {
     alerts(&mut reg, m.alert_counters(), firing);
     let (runs, removed, last) = m.compaction_stats();
     compaction(&mut reg, runs, &removed, last.as_ref());
+    tasks(&mut reg, &m.tasks());
     let mut out = String::with_capacity(4096);
     prometheus_text::encode(&mut out, &reg)?;
     Ok(out)
@@ -173,6 +176,40 @@ fn compaction(
     }
 }
 
+/// Every background task's runs, failures, last run and its outcome,
+/// labelled `task` (flush, rollup, minute, compaction, baseline, ...).
+fn tasks(reg: &mut Registry, statuses: &[TaskStatus]) {
+    type ByTask<M> = Family<[(&'static str, String); 1], M>;
+    let runs = ByTask::<Counter>::default();
+    let failures = ByTask::<Counter>::default();
+    let last_run = ByTask::<Gauge<f64, AtomicU64>>::default();
+    let duration = ByTask::<Gauge<f64, AtomicU64>>::default();
+    let failing = ByTask::<Gauge>::default();
+    for t in statuses {
+        let label = [("task", t.name.to_owned())];
+        runs.get_or_create(&label).inc_by(t.runs);
+        failures.get_or_create(&label).inc_by(t.failures);
+        if let Some(ms) = t.last_run_ms {
+            last_run.get_or_create(&label).set(ms as f64 / 1000.0);
+        }
+        duration
+            .get_or_create(&label)
+            .set(t.last_duration.as_secs_f64());
+        failing
+            .get_or_create(&label)
+            .set(i64::from(t.last_error.is_some()));
+    }
+    reg.register("scopemon_task_runs", "Background task runs", runs);
+    let help = "Background task runs that failed";
+    reg.register("scopemon_task_failures", help, failures);
+    let help = "Clock time the background task last ran at";
+    reg.register("scopemon_task_last_run_timestamp_seconds", help, last_run);
+    let help = "Duration of the background task's last run";
+    reg.register("scopemon_task_last_duration_seconds", help, duration);
+    let help = "1 when the background task's last run failed";
+    reg.register("scopemon_task_last_run_failed", help, failing);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +236,11 @@ mod tests {
         "scopemon_last_flush_timestamp_seconds gauge",
         "scopemon_series gauge",
         "scopemon_store_file_bytes gauge",
+        "scopemon_task_failures_total counter",
+        "scopemon_task_last_duration_seconds gauge",
+        "scopemon_task_last_run_failed gauge",
+        "scopemon_task_last_run_timestamp_seconds gauge",
+        "scopemon_task_runs_total counter",
         "scopemon_webhook_dropped_total counter",
         "scopemon_webhook_failures_total counter",
     ];
@@ -206,12 +248,16 @@ mod tests {
     #[test]
     fn names_types_and_labels_are_the_dashboards_ones() -> crate::error::Result<()> {
         let dir = tempfile::tempdir()?;
+        let clock = crate::clock::ManualClock::new(crate::model::DAY_MS);
         let m = Monitor::builder(Config::with_data_dir(dir.path()))
+            .clock(std::sync::Arc::new(clock.clone()))
             .background(false)
             .open()?;
         m.record_throughput("ns", "m", 1.0, &[])?;
         m.flush()?;
         m.compact(CompactOptions::default())?;
+        clock.advance(std::time::Duration::from_secs(5));
+        assert!(m.run_due_tasks() >= 2, "flush and rollup ran");
         let text = render(&m).map_err(|e| crate::error::Error::Config(e.to_string()))?;
         let mut types: Vec<&str> = text
             .lines()
@@ -224,6 +270,9 @@ mod tests {
             "scopemon_alert_transitions_total{to=\"upgraded\"} 0",
             "scopemon_alert_transitions_total{to=\"resolved\"} 0",
             "# HELP scopemon_series Series known to the store.",
+            "scopemon_task_runs_total{task=\"flush\"} 1",
+            "scopemon_task_runs_total{task=\"compaction\"} 0",
+            "scopemon_task_last_run_failed{task=\"compaction\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
         }
