@@ -199,6 +199,13 @@ pub struct StorageConfig {
     /// How often the online compactor applies retention.
     #[serde(deserialize_with = "de_duration")]
     pub compact_interval: Duration,
+    /// Cap on unflushed hot data, bytes: above three quarters of it the
+    /// flush runs at once; at the cap HTTP ingest answers 429.
+    #[serde(deserialize_with = "de_size")]
+    pub max_hot_bytes: u64,
+    /// redb's page cache, bytes (redb's own default is 1 GiB).
+    #[serde(deserialize_with = "de_size")]
+    pub cache_size: u64,
 }
 
 impl Default for StorageConfig {
@@ -209,6 +216,8 @@ impl Default for StorageConfig {
             series_limit_per_namespace: 10_000,
             histogram_precision: 2,
             compact_interval: Duration::from_secs(600),
+            max_hot_bytes: 256 << 20,
+            cache_size: 64 << 20,
         }
     }
 }
@@ -433,6 +442,11 @@ impl Config {
         if self.storage.compact_interval.is_zero() {
             return Err(Error::Config("storage.compact_interval must be > 0".into()));
         }
+        if self.storage.max_hot_bytes < 1 << 20 {
+            return Err(Error::Config(
+                "storage.max_hot_bytes must be at least 1MiB".into(),
+            ));
+        }
         if self.storage.series_limit_per_namespace == 0 {
             return Err(Error::Config(
                 "storage.series_limit_per_namespace must be > 0".into(),
@@ -567,6 +581,22 @@ mod tests {
         // Valid as the engine checks them when it opens.
         let rules = crate::alerts::configured_rules(&c.alerts).unwrap();
         assert_eq!(rules.len(), 3);
+    }
+
+    #[test]
+    fn memory_sizes_parse_and_the_cap_has_a_floor() {
+        let c = Config::from_toml("[storage]\nmax_hot_bytes = \"64MiB\"\ncache_size = \"16MiB\"\n")
+            .unwrap();
+        assert_eq!(
+            (c.storage.max_hot_bytes, c.storage.cache_size),
+            (64 << 20, 16 << 20)
+        );
+        let d = Config::default();
+        assert_eq!(
+            (d.storage.max_hot_bytes, d.storage.cache_size),
+            (256 << 20, 64 << 20)
+        );
+        assert!(Config::from_toml("[storage]\nmax_hot_bytes = \"1KiB\"\n").is_err());
     }
 
     #[test]

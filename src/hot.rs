@@ -8,15 +8,28 @@
 //!
 //! A hot bucket holds the samples of one minute that are not yet in the
 //! store: `live` (being recorded into) and `inflight` (taken by a flush whose
-//! transaction has not committed yet). Invariant, upheld with the engine's
-//! commit gate (see `store::flush`): for a reader that opened its redb read
-//! transaction and then looked at the hot buckets while holding the gate,
-//! `store ⊕ live ⊕ inflight` counts every accepted sample exactly once.
+//! transaction has not committed yet). Invariant, upheld with the
+//! [`CommitGate`] (argued in `store::flush`): for a reader that opened its
+//! redb read transaction and then looked at the hot buckets while holding
+//! the gate, `store ⊕ live ⊕ inflight` counts every accepted sample exactly
+//! once.
+//!
+//! This module owns that state machine; the flush and the readers go
+//! through its methods, and the type system holds the gate rule: dropping
+//! the written `inflight` stats ([`Series::finish_flush`]) needs the gate's
+//! write guard, and looking at hot buckets ([`Series::visit_hot`]) needs its
+//! read guard.
+//!
+//! ```text
+//!   record ──► live ──take_for_flush──► inflight ──finish_flush (gate held)──► gone
+//!                ▲                          │
+//!                └──── a failed commit: the next take merges live into inflight
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -29,19 +42,44 @@ const SHARDS: usize = 64;
 
 /// One minute's not-yet-stored samples of a series.
 #[derive(Debug)]
-pub(crate) struct HotBucket {
+struct HotBucket {
     /// Minute start (Unix ms).
-    pub(crate) minute: i64,
+    minute: i64,
     /// Samples recorded since the last flush took this bucket.
-    pub(crate) live: Option<Stats>,
+    live: Option<Stats>,
     /// Samples a flush is writing; cleared once its transaction commits.
-    pub(crate) inflight: Option<Arc<Stats>>,
+    inflight: Option<Arc<Stats>>,
 }
 
 /// The hot buckets of a series, usually one (the open minute).
 #[derive(Debug, Default)]
-pub(crate) struct HotState {
-    pub(crate) buckets: Vec<HotBucket>,
+struct HotState {
+    buckets: Vec<HotBucket>,
+}
+
+/// The commit gate: a flush commits and drops what it wrote while holding
+/// the write side; a reader opens its snapshot and reads hot buckets while
+/// holding the read side (see `store::flush` for why that counts every
+/// sample exactly once).
+#[derive(Debug, Default)]
+pub struct CommitGate(RwLock<()>);
+
+/// The gate's read side, held by a reader taking its snapshot.
+pub struct GateRead<'a>(#[allow(dead_code)] parking_lot::RwLockReadGuard<'a, ()>);
+
+/// The gate's write side, held by a flush around its commit.
+pub struct GateWrite<'a>(#[allow(dead_code)] parking_lot::RwLockWriteGuard<'a, ()>);
+
+impl CommitGate {
+    /// Takes the read side.
+    pub fn read(&self) -> GateRead<'_> {
+        GateRead(self.0.read())
+    }
+
+    /// Takes the write side.
+    pub fn write(&self) -> GateWrite<'_> {
+        GateWrite(self.0.write())
+    }
 }
 
 /// A series: identity, persistent id and hot state.
@@ -49,16 +87,52 @@ pub(crate) struct HotState {
 pub struct Series {
     id: u64,
     key: SeriesKey,
-    pub(crate) state: Mutex<HotState>,
+    state: Mutex<HotState>,
     /// Set by recorders, cleared by the flusher when it takes the buckets.
-    pub(crate) dirty: AtomicBool,
+    dirty: AtomicBool,
     /// First and last minute with data (Unix ms); persisted by the flusher.
-    pub(crate) first_seen: AtomicI64,
-    pub(crate) last_seen: AtomicI64,
-    /// Whether the series record in the store is up to date.
-    pub(crate) persisted_last_seen: AtomicI64,
+    first_seen: AtomicI64,
+    last_seen: AtomicI64,
+    /// The `last_seen` the store's series record holds.
+    persisted_last_seen: AtomicI64,
     precision: Precision,
-    hot_bytes: Arc<AtomicUsize>,
+    budget: Arc<HotBudget>,
+}
+
+/// Hot-memory accounting shared by every series of a registry: the bytes
+/// every hot bucket holds, and what to wake when they pass the early-flush
+/// mark (three quarters of `storage.max_hot_bytes`).
+#[derive(Default)]
+struct HotBudget {
+    bytes: AtomicUsize,
+    /// `usize::MAX` until a cap is set.
+    wake_at: AtomicUsize,
+    wake: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for HotBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotBudget")
+            .field("bytes", &self.bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl HotBudget {
+    /// Counts `n` more bytes; past the mark, wakes the flush. Called when a
+    /// bucket opens (the record path's cold branch), never per sample.
+    fn add(&self, n: usize) {
+        let now = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if now >= self.wake_at.load(Ordering::Relaxed)
+            && let Some(wake) = self.wake.get()
+        {
+            wake();
+        }
+    }
+
+    fn sub(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 impl Series {
@@ -124,14 +198,109 @@ impl Series {
         let bucket = &mut st.buckets[idx];
         bucket.live.get_or_insert_with(|| {
             let s = Stats::new(self.key.kind, self.precision);
-            self.hot_bytes.fetch_add(s.heap_bytes(), Ordering::Relaxed);
+            self.budget.add(s.heap_bytes());
             s
         })
     }
 
     /// Called when a [`Stats`] leaves hot memory for good.
-    pub(crate) fn release_bytes(&self, bytes: usize) {
-        self.hot_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    fn release_bytes(&self, bytes: usize) {
+        self.budget.sub(bytes);
+    }
+
+    /// Flush, step 1: when the series is dirty, moves every bucket's `live`
+    /// stats to `inflight` (merged with the `inflight` of a flush whose
+    /// commit failed, so one delta carries both) and returns each
+    /// (minute, stats) to write. Readers keep seeing them as `inflight`.
+    pub(crate) fn take_for_flush(&self) -> Result<Vec<(i64, Arc<Stats>)>> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(Vec::new());
+        }
+        let mut st = self.state.lock();
+        let mut taken = Vec::new();
+        for b in st.buckets.iter_mut() {
+            let pending = match (b.live.take(), b.inflight.take()) {
+                (Some(live), None) => Arc::new(live),
+                (Some(live), Some(prev)) => {
+                    let mut merged = Arc::unwrap_or_clone(prev);
+                    let freed = live.heap_bytes();
+                    merged.merge(&live)?;
+                    self.release_bytes(freed);
+                    Arc::new(merged)
+                }
+                (None, Some(prev)) => prev,
+                (None, None) => continue,
+            };
+            b.inflight = Some(pending.clone());
+            taken.push((b.minute, pending));
+        }
+        Ok(taken)
+    }
+
+    /// Flush, step 2 on failure: the commit did not happen, so the taken
+    /// stats stay `inflight` and the next flush writes them again.
+    pub(crate) fn flush_failed(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Flush, step 2 on success, under the gate's write side: drops the
+    /// `inflight` stats of `minute` that this flush wrote (`written`), and
+    /// the bucket once nothing is left in it.
+    pub(crate) fn finish_flush(&self, minute: i64, written: &Arc<Stats>, _gate: &GateWrite<'_>) {
+        let mut st = self.state.lock();
+        let Some(i) = st.buckets.iter().position(|b| b.minute == minute) else {
+            return;
+        };
+        let b = &mut st.buckets[i];
+        if b.inflight.as_ref().is_some_and(|x| Arc::ptr_eq(x, written)) {
+            b.inflight = None;
+            self.release_bytes(written.heap_bytes());
+        }
+        if b.live.is_none() && b.inflight.is_none() {
+            st.buckets.remove(i);
+        }
+    }
+
+    /// Readers: hands every hot stats (`live` and `inflight`) of a minute in
+    /// [lo, hi) to `visit`, while the caller holds the gate's read side.
+    pub(crate) fn visit_hot(
+        &self,
+        lo: i64,
+        hi: i64,
+        _gate: &GateRead<'_>,
+        mut visit: impl FnMut(i64, &Stats) -> Result<()>,
+    ) -> Result<()> {
+        let st = self.state.lock();
+        for b in st
+            .buckets
+            .iter()
+            .filter(|b| b.minute >= lo && b.minute < hi)
+        {
+            if let Some(live) = &b.live {
+                visit(b.minute, live)?;
+            }
+            if let Some(inflight) = &b.inflight {
+                visit(b.minute, inflight)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `last_seen` to write to the store's series record, when it
+    /// changed since the last successful write.
+    pub(crate) fn catalog_change(&self) -> Option<i64> {
+        let last = self.last_seen();
+        (self.persisted_last_seen.load(Ordering::Relaxed) != last).then_some(last)
+    }
+
+    /// Records that the store's series record now holds `last_seen`.
+    pub(crate) fn catalog_written(&self, last_seen: i64) {
+        self.persisted_last_seen.store(last_seen, Ordering::Relaxed);
+    }
+
+    /// Whether any hot bucket holds data.
+    fn is_hot(&self) -> bool {
+        !self.state.lock().buckets.is_empty()
     }
 }
 
@@ -152,7 +321,7 @@ pub struct Registry {
     /// Start of the minute hot-path handles record into; kept current by the
     /// engine (the flusher thread and every clock read).
     current_minute: Arc<AtomicI64>,
-    hot_bytes: Arc<AtomicUsize>,
+    budget: Arc<HotBudget>,
 }
 
 impl Registry {
@@ -169,7 +338,10 @@ impl Registry {
             series_limit,
             precision,
             current_minute: Arc::new(AtomicI64::new(Resolution::Minute.align(now_ms))),
-            hot_bytes: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(HotBudget {
+                wake_at: AtomicUsize::new(usize::MAX),
+                ..HotBudget::default()
+            }),
         }
     }
 
@@ -187,7 +359,15 @@ impl Registry {
 
     /// Heap bytes held by hot histograms.
     pub fn hot_bytes(&self) -> usize {
-        self.hot_bytes.load(Ordering::Relaxed)
+        self.budget.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Calls `wake` whenever a bucket opens while hot bytes are at or above
+    /// `mark` (the early-flush mark). Set once, by the engine.
+    pub fn on_hot_bytes_above(&self, mark: usize, wake: impl Fn() + Send + Sync + 'static) {
+        if self.budget.wake.set(Box::new(wake)).is_ok() {
+            self.budget.wake_at.store(mark, Ordering::Relaxed);
+        }
     }
 
     fn hash(&self, ns: &str, kind: Kind, metric: &str, tags: &[(&str, &str)]) -> u64 {
@@ -295,7 +475,7 @@ impl Registry {
             last_seen: AtomicI64::new(last),
             persisted_last_seen: AtomicI64::new(persisted),
             precision: self.precision,
-            hot_bytes: self.hot_bytes.clone(),
+            budget: self.budget.clone(),
         })
     }
 
@@ -355,10 +535,7 @@ impl Registry {
 
     /// Number of series whose hot state holds data.
     pub fn hot_series(&self) -> usize {
-        self.all()
-            .iter()
-            .filter(|s| !s.state.lock().buckets.is_empty())
-            .count()
+        self.all().iter().filter(|s| s.is_hot()).count()
     }
 
     /// A handle that records into `series` at the registry's current minute.

@@ -34,6 +34,7 @@ pub use crate::retention::CompactReport;
 const EXISTING: OpenOptions = OpenOptions {
     create: false,
     migrate: false,
+    cache_size: store::DEFAULT_CACHE_SIZE,
 };
 
 /// The store file in `data_dir`, or [`Error::NotFound`] naming it.
@@ -346,8 +347,8 @@ pub fn migrate(data_dir: &Path) -> Result<u64> {
     let store = Store::open(
         data_dir,
         OpenOptions {
-            create: false,
             migrate: true,
+            ..EXISTING
         },
     )?;
     Ok(store.schema_version())

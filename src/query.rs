@@ -16,12 +16,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use redb::{ReadTransaction, ReadableDatabase};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::hot::{Registry, Series};
+use crate::hot::{CommitGate, Registry, Series};
 use crate::model::{DAY_MS, HOUR_MS, Kind, MINUTE_MS, Resolution, Tags, format_ts};
 use crate::stats::{Point, Precision, Stats};
 use crate::store::Store;
@@ -125,7 +124,7 @@ pub struct Source<'a> {
     /// Store.
     pub store: &'a Store,
     /// Commit gate (see `store::flush`).
-    pub gate: &'a RwLock<()>,
+    pub gate: &'a CommitGate,
     /// Retention horizons: expired buckets are never read.
     pub horizons: &'a dyn Horizons,
     /// The time queries are answered at.
@@ -158,22 +157,10 @@ fn snapshot(
     hi: i64,
     mut visit: impl FnMut(usize, &Series, i64, &Stats) -> Result<()>,
 ) -> Result<ReadTransaction> {
-    let _gate = src.gate.read();
+    let gate = src.gate.read();
     let rtx = src.store.db().begin_read()?;
     for (i, s) in series.iter().enumerate() {
-        let st = s.state.lock();
-        for b in st
-            .buckets
-            .iter()
-            .filter(|b| b.minute >= lo && b.minute < hi)
-        {
-            if let Some(live) = &b.live {
-                visit(i, s, b.minute, live)?;
-            }
-            if let Some(inflight) = &b.inflight {
-                visit(i, s, b.minute, inflight)?;
-            }
-        }
+        s.visit_hot(lo, hi, &gate, |minute, st| visit(i, s, minute, st))?;
     }
     Ok(rtx)
 }

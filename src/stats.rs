@@ -125,9 +125,10 @@ impl Stats {
         Ok(())
     }
 
-    /// Approximate heap bytes held (the histogram's counts).
+    /// Bytes this bucket occupies: the struct and the histogram's counts
+    /// array (the histogram's other fields are a few words).
     pub fn heap_bytes(&self) -> usize {
-        self.hist.distinct_values() * std::mem::size_of::<u64>()
+        std::mem::size_of::<Stats>() + self.hist.distinct_values() * std::mem::size_of::<u64>()
     }
 
     /// Clears every count, keeping the allocation.

@@ -197,6 +197,9 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
             return ApiError::new(rej.status(), "invalid_body", rej.body_text()).into_response();
         }
     };
+    if st.monitor.at_hot_cap() {
+        return backpressure(&st);
+    }
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
         Err(e) => {
@@ -258,4 +261,24 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
     }));
     rejected.sort_by_key(|r| r.index);
     axum::Json(IngestResponse { accepted, rejected }).into_response()
+}
+
+/// `429 ingest_backpressure`: hot data is at `storage.max_hot_bytes` while
+/// the (already woken) flush catches up; nothing of the body was stored.
+fn backpressure(st: &AppState) -> Response {
+    let cap = st.monitor.config().storage.max_hot_bytes;
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "ingest_backpressure",
+        format!(
+            "unflushed data is at storage.max_hot_bytes ({}); nothing of this body was stored: resend it after Retry-After",
+            bytesize::ByteSize::b(cap)
+        ),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
 }

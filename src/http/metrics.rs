@@ -68,8 +68,17 @@ fn engine(reg: &mut Registry, s: &EngineStats) {
     gauge(reg, "scopemon_series", series, s.series as i64);
     let hot = "Series holding unflushed data";
     gauge(reg, "scopemon_hot_series", hot, s.hot_series as i64);
-    let bytes = "Bytes of hot histograms";
+    let bytes = "Bytes held by hot buckets";
     gauge(reg, "scopemon_hot_bytes", bytes, s.hot_bytes as i64);
+    let cap = "Cap on hot bytes (storage.max_hot_bytes): ingest 429 at it";
+    gauge(reg, "scopemon_max_hot_bytes", cap, s.max_hot_bytes as i64);
+    let cache = "redb page cache size (storage.cache_size)";
+    gauge(
+        reg,
+        "scopemon_store_cache_bytes",
+        cache,
+        s.cache_size as i64,
+    );
     counter(reg, "scopemon_flushes", "Flushes completed", s.flushes);
     let errors = "Flushes that failed";
     counter(reg, "scopemon_flush_errors", errors, s.flush_errors);
@@ -234,7 +243,9 @@ mod tests {
         "scopemon_last_flush_buckets gauge",
         "scopemon_last_flush_duration_seconds gauge",
         "scopemon_last_flush_timestamp_seconds gauge",
+        "scopemon_max_hot_bytes gauge",
         "scopemon_series gauge",
+        "scopemon_store_cache_bytes gauge",
         "scopemon_store_file_bytes gauge",
         "scopemon_task_failures_total counter",
         "scopemon_task_last_duration_seconds gauge",

@@ -13,14 +13,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::alerts::{self, Alerts, Transition};
 use crate::baseline::{self, BaselineCache, Selection};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::Result;
-use crate::hot::Registry;
+use crate::hot::{CommitGate, Registry};
 use crate::model::{Kind, Resolution};
 use crate::query::Source;
 use crate::retention::{self, CompactOptions, CompactReport, RetentionPolicy};
@@ -64,7 +64,7 @@ pub(super) struct Engine {
     pub(super) baselines: BaselineCache,
     pub(super) alerts: Alerts,
     /// Commit gate (see `store::flush`).
-    pub(super) gate: RwLock<()>,
+    pub(super) gate: CommitGate,
     /// Serialises flushes; holds their codec buffers.
     writer: Mutex<Codec>,
     pub(super) closed: AtomicBool,
@@ -78,7 +78,11 @@ impl Engine {
         config.validate()?;
         // Every configured threshold parses before anything is created.
         let configured = alerts::configured_rules(&config.alerts)?;
-        let store = Store::open(&config.storage.data_dir, OpenOptions::default())?;
+        let opts = OpenOptions {
+            cache_size: usize::try_from(config.storage.cache_size).unwrap_or(usize::MAX),
+            ..OpenOptions::default()
+        };
+        let store = Store::open(&config.storage.data_dir, opts)?;
         let registry = Registry::new(
             config.storage.series_limit_per_namespace,
             config.precision(),
@@ -98,7 +102,7 @@ impl Engine {
             policy,
             baselines,
             alerts,
-            gate: RwLock::new(()),
+            gate: CommitGate::default(),
             writer: Mutex::new(Codec::new()),
             closed: AtomicBool::new(false),
             flush_stats: FlushStats::default(),

@@ -45,8 +45,13 @@ pub struct EngineStats {
     pub series: usize,
     /// Series holding hot data.
     pub hot_series: usize,
-    /// Bytes of hot histograms.
+    /// Bytes held by hot buckets (counted exactly: every bucket's struct and
+    /// histogram counts).
     pub hot_bytes: usize,
+    /// `storage.max_hot_bytes`: HTTP ingest answers 429 at this.
+    pub max_hot_bytes: u64,
+    /// redb's page cache (`storage.cache_size`), part of the process' memory.
+    pub cache_size: u64,
     /// Flushes completed.
     pub flushes: u64,
     /// Flushes that failed.
@@ -105,11 +110,16 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
     }
     let c = &engine.config;
     let flush_every = Schedule::Every(c.storage.flush_interval);
-    tasks.register(
+    let flush = tasks.register(
         "flush",
         flush_every,
         job(engine, |e, now| e.flush(now).map(|_| ())),
     )?;
+    // Above three quarters of the hot-memory cap the flush runs at once.
+    let mark = usize::try_from(c.storage.max_hot_bytes / 4 * 3).unwrap_or(usize::MAX);
+    engine
+        .registry
+        .on_hot_bytes_above(mark, move || flush.wake());
     tasks.register("rollup", flush_every, job(engine, Engine::rollup_step))?;
     // Handles read the minute from an atomic: move it at every boundary.
     let minute = Schedule::Aligned(std::time::Duration::from_secs(60));
@@ -215,6 +225,8 @@ impl Monitor {
             series: e.registry.all().len(),
             hot_series: e.registry.hot_series(),
             hot_bytes: e.registry.hot_bytes(),
+            max_hot_bytes: e.config.storage.max_hot_bytes,
+            cache_size: e.config.storage.cache_size,
             flushes: f.flushes.load(Ordering::Relaxed),
             flush_errors: f.errors.load(Ordering::Relaxed),
             last_flush_ms: f.last_ms.load(Ordering::Relaxed),
@@ -222,6 +234,14 @@ impl Monitor {
             last_rollup: f.last_rollup.lock().clone(),
             file_bytes: e.store.file_size().unwrap_or(0),
         }
+    }
+
+    /// True while unflushed hot data is at `storage.max_hot_bytes`: HTTP
+    /// ingest refuses bodies (429) until the flush catches up. Library
+    /// recording is never refused for this; it has already woken the flush.
+    pub fn at_hot_cap(&self) -> bool {
+        let cap = self.engine.config.storage.max_hot_bytes;
+        u64::try_from(self.engine.registry.hot_bytes()).unwrap_or(u64::MAX) >= cap
     }
 
     /// False while the most recent flush attempt failed (the store is not

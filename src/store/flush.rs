@@ -25,11 +25,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
 use redb::{Durability, ReadableTable};
 
 use crate::error::Result;
-use crate::hot::{Registry, Series};
+use crate::hot::{CommitGate, Registry, Series};
 use crate::model::Resolution;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -55,7 +54,7 @@ pub struct FlushReport {
 pub fn flush(
     registry: &Registry,
     store: &Store,
-    gate: &RwLock<()>,
+    gate: &CommitGate,
     codec: &mut Codec,
     now_ms: i64,
 ) -> Result<FlushReport> {
@@ -64,33 +63,11 @@ pub fn flush(
     let mut taken: Vec<(Arc<Series>, i64, Arc<Stats>)> = Vec::new();
     let mut catalog: Vec<(Arc<Series>, i64)> = Vec::new();
     for s in registry.all() {
-        let last_seen = s.last_seen();
-        if s.persisted_last_seen
-            .load(std::sync::atomic::Ordering::Relaxed)
-            != last_seen
-        {
+        if let Some(last_seen) = s.catalog_change() {
             catalog.push((s.clone(), last_seen));
         }
-        if !s.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            continue;
-        }
-        let mut st = s.state.lock();
-        for b in st.buckets.iter_mut() {
-            let pending = match (b.live.take(), b.inflight.take()) {
-                (Some(live), None) => Arc::new(live),
-                (Some(live), Some(prev)) => {
-                    // A previous flush failed to commit: write both now.
-                    let mut merged = Arc::unwrap_or_clone(prev);
-                    let freed = live.heap_bytes();
-                    merged.merge(&live)?;
-                    s.release_bytes(freed);
-                    Arc::new(merged)
-                }
-                (None, Some(prev)) => prev,
-                (None, None) => continue,
-            };
-            b.inflight = Some(pending.clone());
-            taken.push((s.clone(), b.minute, pending));
+        for (minute, stats) in s.take_for_flush()? {
+            taken.push((s.clone(), minute, stats));
         }
     }
     if taken.is_empty() && catalog.is_empty() {
@@ -99,21 +76,18 @@ pub fn flush(
             ..FlushReport::default()
         });
     }
-
-    let result = write_deltas(store, codec, &taken, &catalog, gate);
-    let (seq, bytes) = match result {
+    let (seq, bytes) = match write_deltas(store, codec, &taken, &catalog, gate) {
         Ok(v) => v,
         Err(e) => {
-            // Keep inflight; make sure the next flush picks these up again.
+            // Inflight stays; the next flush picks these up again.
             for (s, _, _) in &taken {
-                s.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                s.flush_failed();
             }
             return Err(e);
         }
     };
     for (s, last_seen) in &catalog {
-        s.persisted_last_seen
-            .store(*last_seen, std::sync::atomic::Ordering::Relaxed);
+        s.catalog_written(*last_seen);
     }
     let mut series: Vec<u64> = taken.iter().map(|(s, _, _)| s.id()).collect();
     series.dedup();
@@ -131,7 +105,7 @@ fn write_deltas(
     codec: &mut Codec,
     taken: &[(Arc<Series>, i64, Arc<Stats>)],
     catalog: &[(Arc<Series>, i64)],
-    gate: &RwLock<()>,
+    gate: &CommitGate,
 ) -> Result<(u64, usize)> {
     let mut txn = store.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
@@ -168,21 +142,10 @@ fn write_deltas(
             series.insert(s.id(), rec.as_slice())?;
         }
     }
-    let _gate = gate.write();
+    let gate = gate.write();
     txn.commit()?;
     for (s, minute, stats) in taken {
-        let mut st = s.state.lock();
-        let Some(i) = st.buckets.iter().position(|b| b.minute == *minute) else {
-            continue;
-        };
-        let b = &mut st.buckets[i];
-        if b.inflight.as_ref().is_some_and(|x| Arc::ptr_eq(x, stats)) {
-            b.inflight = None;
-            s.release_bytes(stats.heap_bytes());
-        }
-        if b.live.is_none() && b.inflight.is_none() {
-            st.buckets.remove(i);
-        }
+        s.finish_flush(*minute, stats, &gate);
     }
     Ok((seq, bytes))
 }

@@ -117,13 +117,19 @@ pub struct OpenOptions {
     pub create: bool,
     /// Apply pending migrations (otherwise an old schema is an error).
     pub migrate: bool,
+    /// redb's page cache in bytes (redb's own default is 1 GiB).
+    pub cache_size: usize,
 }
+
+/// The page cache a store gets unless configured (`storage.cache_size`).
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             create: true,
             migrate: true,
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 }
@@ -188,6 +194,7 @@ impl Store {
             });
         }
         let db = Database::builder()
+            .set_cache_size(opts.cache_size)
             .create(&path)
             .map_err(|e| map_open_error(e, &path))?;
         let found = migrations::recorded_version(&db)?;
