@@ -459,7 +459,7 @@ fn retention_over_http_and_offline_compaction() {
         "scopemon_compactor_removed_buckets_total{namespace=\"tmp\",resolution=\"minute\"}"
     ));
     // the samples still count in their day
-    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=range&from=now-2d");
     assert_eq!(q["points"][0]["count"], 120, "{q}");
 
     // Offline compaction refuses a held store, touching nothing.
@@ -548,7 +548,7 @@ fn retention_over_http_and_offline_compaction() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
     let s = Server::start(dir.path());
-    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=range&from=now-2d");
     assert_eq!(q["points"][0]["count"], 240, "{q}");
     let (_, r) = s.get("/v1/namespaces/other/retention");
     assert_eq!(r["source"], "override");
@@ -817,7 +817,7 @@ fn compaction_dry_run_and_strict_parameters_over_http() {
             .any(|l| l == "scopemon_compactions_total 0"),
         "a dry run is not a compaction"
     );
-    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=range&from=now-2d");
     assert_eq!(q["points"][0]["count"], 120, "{q}");
 
     let (st, done) = s.post("/v1/admin/compact?dry_run=false", b"");
@@ -830,7 +830,7 @@ fn compaction_dry_run_and_strict_parameters_over_http() {
         done["total_removed"], counted,
         "the dry run deleted nothing"
     );
-    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=day&from=now-2d");
+    let (_, q) = s.get("/v1/query?namespace=tmp&metric=m&window=range&from=now-2d");
     assert_eq!(q["points"][0]["count"], 120, "{q}");
 
     for path in [
