@@ -313,6 +313,8 @@ async fn http_check(uri: &Uri) -> CheckResult {
 /// The status code of `GET uri` (HTTP/1.1, no body read).
 async fn http_get(uri: &Uri) -> std::result::Result<u16, String> {
     let host = uri.host().unwrap_or_default();
+    // `[::1]` in a URL is `::1` to the resolver.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
