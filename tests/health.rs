@@ -515,3 +515,66 @@ async fn the_builtin_checks_judge_a_fresh_store_healthy() {
     assert_ne!(s.status, HealthStatus::Unhealthy, "{s:?}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn http_and_tcp_services_are_judged_by_their_answers() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = axum::Router::new()
+        .route("/ok", get(|| async { "fine" }))
+        .route(
+            "/bad",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "no") }),
+        );
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = HealthAggregator::new(monitor(dir.path()));
+    h.start().await.unwrap();
+    let app = scopemon::router(h.clone());
+    for (name, check) in [
+        (
+            "ok",
+            format!(r#"{{"type": "http", "url": "http://{addr}/ok"}}"#),
+        ),
+        (
+            "bad",
+            format!(r#"{{"type": "http", "url": "http://{addr}/bad"}}"#),
+        ),
+        ("open", format!(r#"{{"type": "tcp", "addr": "{addr}"}}"#)),
+        (
+            "shut",
+            format!(r#"{{"type": "tcp", "addr": "127.0.0.1:{closed}"}}"#),
+        ),
+    ] {
+        let body = format!(r#"{{"name": "{name}", "check": {check}}}"#);
+        let (st, _, text) = common::call(&app, "POST", "/v1/services", &body, None).await;
+        assert_eq!(st, 201, "{text}");
+    }
+    let s = h.fresh_system_health().await;
+    let status = |n: &str| {
+        let c = s.checks.iter().find(|c| c.name == n).unwrap();
+        c.result.as_ref().map(|r| (r.status, r.message.clone()))
+    };
+    assert_eq!(
+        status("service:ok").map(|r| r.0),
+        Some(HealthStatus::Healthy)
+    );
+    assert_eq!(
+        status("service:open").map(|r| r.0),
+        Some(HealthStatus::Healthy)
+    );
+    let (st, msg) = status("service:bad").unwrap();
+    assert_eq!(st, HealthStatus::Unhealthy);
+    assert!(msg.contains("answered 503"), "{msg}");
+    let (st, msg) = status("service:shut").unwrap();
+    assert_eq!(st, HealthStatus::Unhealthy);
+    assert!(msg.contains("cannot connect"), "{msg}");
+    assert_eq!(s.status, HealthStatus::Degraded, "none of them is critical");
+    h.stop().await;
+}
