@@ -464,6 +464,17 @@ async fn quick_answers_plain_or_json_from_the_cache() {
         "{q}"
     );
 
+    crit.set(CheckResult::degraded("slow"));
+    h.fresh_system_health().await;
+    let (st, _, body) =
+        common::call(&app, "GET", "/health/quick", "", Some("application/json")).await;
+    let q = json(&body);
+    assert_eq!(
+        (st, q["status"].as_str(), q["healthy"].as_u64()),
+        (200, Some("pass"), Some(1)),
+        "degraded still takes traffic, like the plain OK"
+    );
+
     crit.set(CheckResult::unhealthy("down"));
     h.fresh_system_health().await;
     let plain = common::call(&app, "GET", "/health/quick", "", None).await;

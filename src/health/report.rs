@@ -1,7 +1,8 @@
 //! The answers' shapes: the deep `/health` document after the IETF "Health
 //! Check Response Format for HTTP APIs" draft (plus `health`,
 //! `overall_score`, `healthy_services`, `total_services`) and the quick
-//! JSON `{"status", "healthy", "total", "timestamp"}`.
+//! JSON `{"status", "healthy", "total", "timestamp"}`, whose `status` is
+//! binary like the plain answer it mirrors.
 //!
 //! Invariants: `status` is pass/warn/fail for healthy/degraded/unhealthy;
 //! a pending check is `warn` with `output: "pending"`; `output` is empty
@@ -72,11 +73,13 @@ pub fn document(h: &SystemHealth) -> Value {
     })
 }
 
-/// The quick JSON: this instance's verdict (`healthy` 1 of `total` 1 when
-/// it answers OK, so a pool's answers add up).
+/// The quick JSON: the same binary verdict as the plain `OK`/`NOT_OK`
+/// (`pass` or `fail`; a degraded instance passes, `/health` tells why),
+/// as this instance's count (`healthy` 1 of `total` 1 when it passes, so a
+/// pool's answers add up).
 pub fn quick_document(q: &QuickHealth, now_ms: i64) -> Value {
     json!({
-        "status": ietf_status(q.status),
+        "status": if q.ok { "pass" } else { "fail" },
         "healthy": u32::from(q.ok),
         "total": 1,
         "timestamp": format_ts(now_ms),
