@@ -398,15 +398,48 @@ impl Default for MemoryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// How often checks run.
+    /// How often each check runs (a check or a registered service may set
+    /// its own interval).
     #[serde(deserialize_with = "de_duration")]
     pub check_interval: Duration,
+    /// How long a check may take before it counts as unhealthy (a check or
+    /// a registered service may set its own timeout).
+    #[serde(deserialize_with = "de_duration")]
+    pub check_timeout: Duration,
+    /// Status changes kept in the in-memory history.
+    pub history: usize,
+    /// Free space of the data directory's file system below which the
+    /// disk check reports degraded (fraction of its size).
+    pub disk_degraded: f64,
+    /// Free space below which the disk check reports unhealthy.
+    pub disk_unhealthy: f64,
+}
+
+impl HealthConfig {
+    fn validate(&self) -> Result<()> {
+        if self.check_interval.is_zero() || self.check_timeout.is_zero() {
+            return Err(Error::Config(
+                "health.check_interval and health.check_timeout must be > 0".into(),
+            ));
+        }
+        let (bad, low) = (self.disk_unhealthy, self.disk_degraded);
+        if !(0.0 <= bad && bad <= low && low < 1.0) {
+            return Err(Error::Config(
+                "health thresholds must satisfy 0 <= disk_unhealthy <= disk_degraded < 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             check_interval: Duration::from_secs(10),
+            check_timeout: Duration::from_secs(5),
+            history: 100,
+            disk_degraded: 0.10,
+            disk_unhealthy: 0.02,
         }
     }
 }
@@ -484,6 +517,7 @@ impl Config {
         if self.alerts.webhook_attempts == 0 {
             return Err(Error::Config("alerts.webhook_attempts must be >= 1".into()));
         }
+        self.health.validate()?;
         let m = &self.memory;
         if !(0.0 < m.medium && m.medium < m.high && m.high < m.critical && m.critical <= 1.0) {
             return Err(Error::Config(

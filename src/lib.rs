@@ -21,6 +21,7 @@ mod baseline;
 mod clock;
 mod config;
 mod error;
+mod health;
 mod hot;
 mod http;
 mod model;
@@ -44,6 +45,10 @@ pub use config::{
     RetentionConfig, RetentionRule, RetentionSource, ServerConfig, StorageConfig, ThresholdSpec,
 };
 pub use error::{Error, Result};
+pub use health::{
+    CheckFuture, CheckOutcome, CheckResult, HealthAggregator, HealthCheck, QuickHealth,
+    ServiceCheckSpec, ServiceRegistration, ServiceStatus, StatusChange, SystemHealth,
+};
 pub use hot::Handle;
 pub use http::router;
 pub use model::{

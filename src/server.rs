@@ -1,5 +1,6 @@
-//! `scopemon serve`: opens the engine, serves the HTTP API, and on SIGINT or
-//! SIGTERM stops accepting requests, lets in-flight ones finish, then
+//! `scopemon serve`: opens the engine, runs the first round of health
+//! checks, serves the HTTP API, and on SIGINT or SIGTERM stops accepting
+//! requests, lets in-flight ones finish, stops the health checks, then
 //! flushes every hot bucket before exiting (a clean shutdown loses nothing).
 
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::health::HealthAggregator;
 use crate::monitor::Monitor;
 
 /// Name of the file recording the serving process' id in the data dir.
@@ -99,13 +101,20 @@ pub async fn run(
     };
     let monitor = Arc::new(monitor);
     let _pid = PidFile::create(&config)?;
+    // The first round of health checks completes before the address is
+    // announced, so a reachable server is a ready one (each check is
+    // bounded by its timeout).
+    let health = HealthAggregator::with_builtin_checks(monitor.clone());
+    health.start().await?;
+    health.wait_ready().await;
     tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "scopemon listening");
     on_listen(addr);
     let app =
-        crate::http::router(monitor.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        crate::http::router(health.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    health.stop().await;
     let closing = monitor.clone();
     let closed = tokio::task::spawn_blocking(move || closing.close())
         .await

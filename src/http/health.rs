@@ -1,24 +1,33 @@
-//! Liveness and readiness endpoints for scripts and load balancers:
-//! `/livez`, `/readyz` and the cached `/health/quick` (no I/O). The deep
-//! `/health` aggregator builds on these. Their plain-text `503 NOT_READY` /
-//! `NOT_OK` is the probes' contract, so it is marked [`PlainText`] and kept
-//! out of the JSON error shape.
+//! Health endpoints for load balancers, orchestrators and monitoring:
+//! `/livez`, `/readyz`, the deep `/health` (`application/health+json`,
+//! `?fresh=true` re-runs every check) and the cached `/health/quick`. All
+//! answer from the [`HealthAggregator`](crate::health::HealthAggregator)'s
+//! cache; only `?fresh=true` waits for checks. They stay outside the token.
+//!
+//! Their non-2xx answers (`503 NOT_READY`, `NOT_OK`, a failing health
+//! document) are the probes' contract, so they are marked [`PlainText`]
+//! and kept out of the JSON error shape.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use serde_json::json;
 
-use super::AppState;
 use super::errors::PlainText;
-use crate::model::format_ts;
+use super::query::{P, Params};
+use super::{ApiError, AppState};
+use crate::alerts::HealthStatus;
+use crate::health::document;
+
+/// `Content-Type` of the deep health document.
+const HEALTH_JSON: &str = "application/health+json";
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/health", get(health))
         .route("/health/quick", get(quick))
 }
 
@@ -26,24 +35,45 @@ async fn livez() -> &'static str {
     "OK"
 }
 
-/// Ready once the store is open and migrated, which happens before the
-/// listener is bound, so a reachable server is a ready one.
+/// Ready once the store is open and the first round of checks completed.
 async fn readyz(State(st): State<AppState>) -> Response {
-    if st.monitor.is_closed() {
+    if st.health.is_ready() && !st.monitor.is_closed() {
+        "OK".into_response()
+    } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Extension(PlainText),
             "NOT_READY",
         )
             .into_response()
-    } else {
-        "OK".into_response()
     }
 }
 
+async fn health(State(st): State<AppState>, Params(params): Params) -> Result<Response, ApiError> {
+    let p = P::new(params, &["fresh"], false)?;
+    let h = if p.flag("fresh")? {
+        st.health.fresh_system_health().await
+    } else {
+        st.health.system_health()
+    };
+    let status = if h.status == HealthStatus::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::to_vec(&document(&h))
+        .map_err(|e| ApiError::internal(format!("cannot serialize the answer: {e}")))?;
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(HEALTH_JSON)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    Ok((status, headers, Extension(PlainText), body).into_response())
+}
+
+/// From the cache: one atomic load, no lock, no I/O.
 async fn quick(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let healthy = st.monitor.is_healthy();
-    let status = if healthy {
+    let q = st.health.quick_health();
+    let status = if q.ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -53,15 +83,9 @@ async fn quick(State(st): State<AppState>, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     if wants_json {
-        let body = json!({
-            "status": if healthy { "pass" } else { "fail" },
-            "healthy": u32::from(healthy),
-            "total": 1,
-            "timestamp": format_ts(st.monitor.now_ms()),
-        });
-        (status, axum::Json(body)).into_response()
+        let body = st.health.quick_health_json();
+        (status, Extension(PlainText), axum::Json(body)).into_response()
     } else {
-        let text = if healthy { "OK" } else { "NOT_OK" };
-        (status, Extension(PlainText), text).into_response()
+        (status, Extension(PlainText), q.text()).into_response()
     }
 }

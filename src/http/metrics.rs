@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4) of scopemon's
 //! own figures, rendered through a `prometheus-client` [`Registry`] built
 //! per scrape: one function per area (engine, alerts, compaction, background
-//! tasks) registers
+//! tasks, health) registers
 //! its families from a snapshot the [`Monitor`](crate::monitor::Monitor)
 //! keeps anyway (atomics and small locked copies; the one system call is
 //! the file-size stat in `Monitor::stats`, as before).
@@ -25,18 +25,19 @@ use prometheus_client::registry::Registry;
 
 use super::{ApiError, AppState};
 use crate::alerts::{AlertCounters, AlertState};
+use crate::health::{SystemHealth, status_score};
 use crate::monitor::{EngineStats, Monitor};
 use crate::retention::CompactReport;
 use crate::tasks::TaskStatus;
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let out = render(&st.monitor)
+    let out = render(&st.monitor, Some(&st.health.system_health()))
         .map_err(|e| ApiError::internal(format!("cannot render /metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response())
 }
 
-/// The exposition text of one scrape.
-fn render(m: &Monitor) -> Result<String, std::fmt::Error> {
+/// The exposition text of one scrape (health families when given).
+fn render(m: &Monitor, h: Option<&SystemHealth>) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
     engine(&mut reg, &m.stats());
     let firing = m.alerts(Some(AlertState::Firing)).len();
@@ -44,6 +45,9 @@ fn render(m: &Monitor) -> Result<String, std::fmt::Error> {
     let (runs, removed, last) = m.compaction_stats();
     compaction(&mut reg, runs, &removed, last.as_ref());
     tasks(&mut reg, &m.tasks());
+    if let Some(h) = h {
+        health(&mut reg, h);
+    }
     let mut out = String::with_capacity(4096);
     prometheus_text::encode(&mut out, &reg)?;
     Ok(out)
@@ -219,6 +223,29 @@ fn tasks(reg: &mut Registry, statuses: &[TaskStatus]) {
     reg.register("scopemon_task_last_run_failed", help, failing);
 }
 
+/// The health score and readiness, and every check's status (1 healthy,
+/// 0.5 degraded, 0 unhealthy; pending checks are left out) and last run's
+/// duration, labelled `check`.
+fn health(reg: &mut Registry, h: &SystemHealth) {
+    type ByCheck = Family<[(&'static str, String); 1], Gauge<f64, AtomicU64>>;
+    let status = ByCheck::default();
+    let duration = ByCheck::default();
+    for c in &h.checks {
+        let Some(r) = &c.result else { continue };
+        let label = [("check", c.name.clone())];
+        status.get_or_create(&label).set(status_score(r.status));
+        duration.get_or_create(&label).set(c.duration.as_secs_f64());
+    }
+    let help = "Weighted mean of the health checks' scores (1 healthy, 0.5 degraded, 0 unhealthy)";
+    gauge(reg, "scopemon_health_score", help, h.score);
+    let help = "1 once the first round of health checks completed";
+    gauge(reg, "scopemon_health_ready", help, i64::from(h.ready));
+    let help = "Health check status (1 healthy, 0.5 degraded, 0 unhealthy)";
+    reg.register("scopemon_health_check_status", help, status);
+    let help = "Duration of the health check's last run";
+    reg.register("scopemon_health_check_duration_seconds", help, duration);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +296,7 @@ mod tests {
         m.compact(CompactOptions::default())?;
         clock.advance(std::time::Duration::from_secs(5));
         assert!(m.run_due_tasks() >= 2, "flush and rollup ran");
-        let text = render(&m).map_err(|e| crate::error::Error::Config(e.to_string()))?;
+        let text = render(&m, None).map_err(|e| crate::error::Error::Config(e.to_string()))?;
         let mut types: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -287,6 +314,42 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn health_families_show_score_readiness_and_each_check() -> crate::error::Result<()> {
+        use crate::health::{CheckFuture, CheckResult, HealthAggregator, HealthCheck};
+        struct Slow;
+        impl HealthCheck for Slow {
+            fn name(&self) -> &str {
+                "slow:one"
+            }
+            fn check(&self) -> CheckFuture<'_> {
+                Box::pin(async { CheckResult::degraded("slow") })
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let m = Monitor::builder(Config::with_data_dir(dir.path()))
+            .background(false)
+            .open()?;
+        let h = HealthAggregator::new(std::sync::Arc::new(m));
+        h.register(Slow)?;
+        h.start().await?;
+        h.wait_ready().await;
+        let text = render(h.monitor(), Some(&h.system_health()))
+            .map_err(|e| crate::error::Error::Config(e.to_string()))?;
+        for line in [
+            "# TYPE scopemon_health_score gauge",
+            "scopemon_health_score 0.5",
+            "scopemon_health_ready 1",
+            "# TYPE scopemon_health_check_status gauge",
+            "scopemon_health_check_status{check=\"slow:one\"} 0.5",
+            "# TYPE scopemon_health_check_duration_seconds gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
+        h.stop().await;
         Ok(())
     }
 }

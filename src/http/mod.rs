@@ -17,6 +17,7 @@ mod health;
 mod ingest;
 mod metrics;
 mod query;
+mod services;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::health::HealthAggregator;
 use crate::monitor::Monitor;
 
 /// Shared state of every handler.
@@ -36,6 +38,8 @@ use crate::monitor::Monitor;
 pub struct AppState {
     /// The engine.
     pub monitor: Arc<Monitor>,
+    /// The health checks and their cache.
+    pub health: HealthAggregator,
 }
 
 /// An error answered as `{"error": code, "message": text}`.
@@ -130,16 +134,21 @@ async fn require_token(
     }
 }
 
-/// The whole API.
-pub fn router(monitor: Arc<Monitor>) -> Router {
-    let state = AppState { monitor };
+/// The whole API over `health`'s monitor; `health` answers the health
+/// endpoints (start it, and wait for its first round, before serving).
+pub fn router(health: HealthAggregator) -> Router {
+    let state = AppState {
+        monitor: health.monitor().clone(),
+        health,
+    };
     let max_body =
         usize::try_from(state.monitor.config().server.max_body_size).unwrap_or(usize::MAX);
     let mut v1 = Router::new()
         .merge(ingest::routes(max_body))
         .merge(query::routes())
         .merge(admin::routes())
-        .merge(alerts::routes());
+        .merge(alerts::routes())
+        .merge(services::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),

@@ -18,6 +18,8 @@ mod v0001_initial;
 mod v0002_retention;
 #[path = "../../migrations/v0003_baselines_alerts.rs"]
 mod v0003_baselines_alerts;
+#[path = "../../migrations/v0004_services.rs"]
+mod v0004_services;
 
 /// One schema step.
 pub struct Migration {
@@ -45,10 +47,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "baselines_alerts",
         up: v0003_baselines_alerts::up,
     },
+    Migration {
+        version: 4,
+        name: "services",
+        up: v0004_services::up,
+    },
 ];
 
 /// Newest schema version this build writes.
-pub const CURRENT: u64 = 3;
+pub const CURRENT: u64 = 4;
 
 /// Key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";

@@ -291,4 +291,21 @@ impl Store {
     pub fn file_size(&self) -> Result<u64> {
         Ok(std::fs::metadata(&self.path)?.len())
     }
+
+    /// Proves the file takes writes: writes `value` under
+    /// `meta.health_probe` in a write transaction (in turn with every other
+    /// writer), commits, and reads it back in a new read transaction.
+    /// Returns what was read (`None` when the key was missing).
+    pub fn probe(&self, value: u64) -> Result<Option<u64>> {
+        let txn = self.begin_write()?;
+        txn.open_table(tables::META)?
+            .insert(tables::HEALTH_PROBE_KEY, value)?;
+        txn.commit()?;
+        let read = self.db.begin_read()?;
+        let found = read
+            .open_table(tables::META)?
+            .get(tables::HEALTH_PROBE_KEY)?
+            .map(|v| v.value());
+        Ok(found)
+    }
 }

@@ -5,7 +5,7 @@ use redb::TableDefinition;
 
 use crate::model::Resolution;
 
-/// `schema_version`, `flush_seq`.
+/// `schema_version`, `flush_seq`, `health_probe`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Series id -> series record.
 pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
@@ -29,6 +29,13 @@ pub const BASELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("baseli
 pub const THRESHOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("thresholds");
 /// Alert id -> alert (schema 3).
 pub const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
+
+/// Service name -> registration of an external service the health
+/// aggregator watches (schema 4).
+pub const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+
+/// Key in `META` the health check "store writable" writes and reads back.
+pub const HEALTH_PROBE_KEY: &str = "health_probe";
 
 /// Key of the last committed flush sequence in `META`.
 pub const FLUSH_SEQ_KEY: &str = "flush_seq";

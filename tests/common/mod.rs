@@ -27,3 +27,37 @@ pub fn open_with(config: Config, clock: &ManualClock) -> Monitor {
 pub fn open(dir: &Path, clock: &ManualClock) -> Monitor {
     open_with(Config::with_data_dir(dir), clock)
 }
+
+/// One request to an in-process router (no network): status, content type
+/// and body text.
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    accept: Option<&str>,
+) -> (u16, String, String) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let req = req
+        .body(axum::body::Body::from(body.to_owned()))
+        .expect("request");
+    let res = app.clone().oneshot(req).await.expect("infallible");
+    let status = res.status().as_u16();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, ctype, String::from_utf8_lossy(&bytes).into_owned())
+}
