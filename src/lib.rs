@@ -5,7 +5,8 @@
 //! The trunk is one data path: `model` (validated names and samples) →
 //! `hot` (sharded in-memory series) → `store` (the redb file: deltas and
 //! minute/hour/day records) → `query` (merges all three). Side rooms read
-//! or trim the trunk: `retention`, `baseline`, `alerts`. [`Monitor`] wires
+//! or trim the trunk: `retention`, `baseline`, `alerts`, and `health`
+//! ([`HealthAggregator`]) watches every room and external service. [`Monitor`] wires
 //! them and runs their background [`tasks`](TaskStatus); the HTTP API
 //! ([`router`]), the daemon ([`server`]) and the offline commands are thin
 //! layers over it, and [`offline`] holds the operations on a stopped store.

@@ -119,7 +119,11 @@ impl Http {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        rt.spawn(async move { axum::serve(listener, scopemon::router(m)).await });
+        // No health checks registered: /health/quick answers from the
+        // (empty, healthy) cache, which is what the test needs to see served.
+        let health = scopemon::HealthAggregator::new(m);
+        rt.block_on(health.start()).unwrap();
+        rt.spawn(async move { axum::serve(listener, scopemon::router(health)).await });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()

@@ -912,7 +912,10 @@ fn every_error_has_the_json_body() {
         .collect();
     assert!(routes.len() >= 10, "{message}");
     for route in routes {
-        let path = route.replace("{ns}", "x").replace("{id}", "x");
+        let path = route
+            .replace("{ns}", "x")
+            .replace("{id}", "x")
+            .replace("{name}", "x");
         let (st, _, body) = call(a.get(&url(&path)).call());
         assert_ne!(st, 404, "{route} is listed but not routed: {body}");
     }

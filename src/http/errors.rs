@@ -45,9 +45,13 @@ pub(super) const ROUTES: &[&str] = &[
     "/v1/thresholds/{id}",
     "/v1/alerts",
     "/v1/health/performance",
+    "/v1/services",
+    "/v1/services/{name}",
+    "/v1/services/{name}/heartbeat",
     "/metrics",
     "/livez",
     "/readyz",
+    "/health",
     "/health/quick",
 ];
 
