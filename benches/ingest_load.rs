@@ -12,6 +12,13 @@
 //! generator's own CPU stays small. Every answer is checked: scopemon must
 //! say `200 {"accepted": <batch>, "rejected": []}`, InfluxDB `204`.
 //!
+//! Afterwards the stored counts are read back and asserted equal to the
+//! samples acknowledged, on both sides (a mismatch fails the run):
+//! InfluxDB's `SELECT count(value)` right after the load, and scopemon's
+//! `window=range` count over the whole timestamp span from a fresh
+//! `scopemon serve` on the same data dir after the SIGTERM — so what it
+//! counts was persisted, not merely held in memory.
+//!
 //! Reported per target: samples/s sustained (accepted / elapsed), batch
 //! latency p50/p99/max, the server's CPU time during the load, and the time
 //! SIGTERM took (scopemon's final flush).
@@ -317,6 +324,12 @@ struct ThreadResult {
 struct LoadResult {
     accepted: u64,
     batches: u64,
+    /// Unix ms of the first sample timestamp handed out.
+    ts_first: u64,
+    /// Unix ms just past the last sample timestamp handed out.
+    ts_end: u64,
+    /// The timestamp window wrapped: some timestamps were sent twice.
+    wrapped: bool,
     elapsed: Duration,
     latency_us: Histogram<u64>,
     server_cpu: Option<Duration>,
@@ -475,7 +488,8 @@ fn run_load(target: Target, addr: SocketAddr, settings: &Settings, server_pid: u
     if !errors.is_empty() {
         panic!("{} load failed: {}", target.name(), errors.join("; "));
     }
-    if wrapped.load(Ordering::Relaxed) != 0 {
+    let wrapped = wrapped.load(Ordering::Relaxed) != 0;
+    if wrapped {
         println!(
             "  note: more than {} samples were sent; timestamps wrapped and repeat",
             TS_WINDOW_MS
@@ -484,6 +498,9 @@ fn run_load(target: Target, addr: SocketAddr, settings: &Settings, server_pid: u
     LoadResult {
         accepted,
         batches,
+        ts_first: t0,
+        ts_end: t0 + seq.load(Ordering::Relaxed).min(TS_WINDOW_MS),
+        wrapped,
         elapsed,
         latency_us,
         server_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
@@ -620,6 +637,8 @@ struct Outcome {
     load: LoadResult,
     shutdown: Duration,
     disk: u64,
+    /// Samples the target counts afterwards (asserted equal to accepted).
+    stored: u64,
 }
 
 fn print_load(target: Target, r: &LoadResult) {
@@ -667,26 +686,23 @@ fn spawn_stdout_line(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-fn run_scopemon(settings: &Settings) -> Outcome {
-    println!("== scopemon ==");
-    let dir = tempfile::Builder::new()
-        .prefix("ingest-load-scopemon")
-        .tempdir()
-        .expect("tempdir");
-    let data = dir.path().join("data");
-    let log = std::fs::File::create(dir.path().join("scopemon.log")).expect("log file");
+/// Starts `scopemon serve` on `data` (built-in defaults, port 0), logging
+/// to `dir/<log>`; returns it with the address it printed.
+fn start_scopemon(dir: &Path, data: &Path, log: &str) -> (Server, SocketAddr) {
+    let log_path = dir.join(log);
+    let log_file = std::fs::File::create(&log_path).expect("log file");
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_scopemon"))
         .arg("serve")
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .args(["--listen", "127.0.0.1:0"])
         // Built-in defaults: no config/scopemon.toml in this directory.
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
+        .stderr(Stdio::from(log_file))
         .spawn()
         .expect("spawn scopemon");
     let mut server = Server {
@@ -697,7 +713,7 @@ fn run_scopemon(settings: &Settings) -> Outcome {
     let line = lines
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| {
-            let log = std::fs::read_to_string(dir.path().join("scopemon.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             panic!("scopemon printed no listening line within 60 s; log:\n{log}")
         });
     let url = line
@@ -709,6 +725,39 @@ fn run_scopemon(settings: &Settings) -> Outcome {
         server.pid(),
         started.elapsed()
     );
+    (server, addr)
+}
+
+/// Samples scopemon holds for the generated metric over the whole span
+/// the load used (all series merged: no tag given).
+fn scopemon_stored(addr: SocketAddr, load: &LoadResult) -> u64 {
+    // Unix seconds, widened by a minute on each side.
+    let from = load.ts_first / 1000 - 60;
+    let to = load.ts_end.div_ceil(1000) + 60;
+    let path = format!(
+        "/v1/query?namespace=bench&metric=api.latency&kind=latency&window=range&from={from}&to={to}"
+    );
+    let (status, body) = simple_request(addr, "GET", &path)
+        .unwrap_or_else(|e| panic!("scopemon stored-count query failed: {e}"));
+    assert_eq!(
+        status, 200,
+        "scopemon stored-count query GET {path} answered {status}: {body}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("scopemon stored-count answer is not JSON ({e}): {body}"));
+    v.pointer("/points/0/count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("scopemon stored-count answer has no points[0].count: {body}"))
+}
+
+fn run_scopemon(settings: &Settings) -> Outcome {
+    println!("== scopemon ==");
+    let dir = tempfile::Builder::new()
+        .prefix("ingest-load-scopemon")
+        .tempdir()
+        .expect("tempdir");
+    let data = dir.path().join("data");
+    let (mut server, addr) = start_scopemon(dir.path(), &data, "scopemon.log");
 
     let perf = Perf::start(settings.perf, server.pid(), Target::Scopemon);
     let load = run_load(Target::Scopemon, addr, settings, server.pid());
@@ -723,10 +772,27 @@ fn run_scopemon(settings: &Settings) -> Outcome {
         shutdown,
         mib(disk)
     );
+
+    // Read back from a fresh process on the same data dir: what it counts
+    // was persisted, not merely held in memory.
+    let (mut reopened, addr) = start_scopemon(dir.path(), &data, "scopemon.restart.log");
+    let stored = scopemon_stored(addr, &load);
+    let (_, status) = reopened.terminate();
+    assert!(status.success(), "restarted scopemon exited with {status}");
+    println!(
+        "  stored count after restart: {stored} (acknowledged {})",
+        load.accepted
+    );
+    assert_eq!(
+        stored, load.accepted,
+        "scopemon lost or invented samples: it acknowledged {} but counts {stored} after SIGTERM and restart",
+        load.accepted
+    );
     Outcome {
         load,
         shutdown,
         disk,
+        stored,
     }
 }
 
@@ -743,6 +809,31 @@ fn find_influxd() -> Option<PathBuf> {
         let p = PathBuf::from("/usr/bin/influxd");
         p.is_file().then_some(p)
     })
+}
+
+/// `SELECT count(value)` over everything in the bench database.
+fn influx_stored(addr: SocketAddr) -> u64 {
+    let path = "/query?db=bench&q=SELECT%20count(value)%20FROM%20api_latency";
+    let (status, body) = simple_request(addr, "GET", path)
+        .unwrap_or_else(|e| panic!("influxdb stored-count query failed: {e}"));
+    assert_eq!(
+        status, 200,
+        "influxdb stored-count query answered {status}: {body}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("influxdb stored-count answer is not JSON ({e}): {body}"));
+    let result = v.pointer("/results/0");
+    assert!(
+        result.is_some_and(|r| r.get("error").is_none()) && v.get("error").is_none(),
+        "influxdb stored-count query failed: {body}"
+    );
+    match v.pointer("/results/0/series/0/values/0/1") {
+        Some(n) => n
+            .as_u64()
+            .unwrap_or_else(|| panic!("influxdb count is not a number: {body}")),
+        // No series at all: nothing was stored.
+        None => 0,
+    }
 }
 
 fn run_influx(settings: &Settings) -> Option<Outcome> {
@@ -846,15 +937,21 @@ bind-address = "127.0.0.1:{rpc_port}"
     perf.stop();
     print_load(Target::Influx, &load);
 
-    // Count what landed (one series is enough to spot lost writes cheaply).
-    if let Ok((200, body)) = simple_request(
-        addr,
-        "GET",
-        "/query?db=bench&q=SELECT%20count(value)%20FROM%20api_latency",
-    ) {
-        println!(
-            "  stored count: {}",
-            body.trim().chars().take(200).collect::<String>()
+    let stored = influx_stored(addr);
+    println!("  stored count: {stored} (acknowledged {})", load.accepted);
+    if load.wrapped {
+        // Repeated (series, timestamp) pairs overwrite each other.
+        println!("  note: timestamps wrapped, so only stored <= acknowledged can be checked");
+        assert!(
+            stored <= load.accepted,
+            "influxdb counts {stored} samples but acknowledged only {}",
+            load.accepted
+        );
+    } else {
+        assert_eq!(
+            stored, load.accepted,
+            "influxdb lost or invented samples: it acknowledged {} but counts {stored}",
+            load.accepted
         );
     }
 
@@ -869,6 +966,7 @@ bind-address = "127.0.0.1:{rpc_port}"
         load,
         shutdown,
         disk,
+        stored,
     })
 }
 
@@ -941,6 +1039,22 @@ fn main() {
     }
     if let Some(o) = &influx {
         row("influxdb", o);
+    }
+    let stored = |name: &str, o: &Outcome, how: &str| {
+        println!(
+            "stored {name}: {} of {} acknowledged samples counted {how}",
+            o.stored, o.load.accepted
+        );
+    };
+    if let Some(o) = &scopemon {
+        stored(
+            "scopemon",
+            o,
+            "after SIGTERM and a restart on the same data dir",
+        );
+    }
+    if let Some(o) = &influx {
+        stored("influxdb", o, "by SELECT count(value) after the load");
     }
     if let (Some(s), Some(i)) = (&scopemon, &influx) {
         let cpu_eff = |o: &Outcome| {
