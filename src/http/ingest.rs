@@ -179,11 +179,11 @@ fn parse_sample(raw: &RawValue) -> Result<Parsed<'_>, Error> {
     })
 }
 
-async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::new(
+/// The body, or the answer that refuses it whole (too large, unreadable).
+fn body_or_refusal(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!(
@@ -191,36 +191,30 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
                     st.monitor.config().server.max_body_size
                 ),
             )
-            .into_response();
+        } else {
+            ApiError::new(rej.status(), "invalid_body", rej.body_text())
         }
-        Err(rej) => {
-            return ApiError::new(rej.status(), "invalid_body", rej.body_text()).into_response();
-        }
+    })
+}
+
+/// The batch as raw samples (`400 invalid_json` when it is not one).
+fn decode(body: &[u8]) -> Result<Body<'_>, ApiError> {
+    let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", m);
+    let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not UTF-8: {e}")))?;
+    serde_json::from_str(text).map_err(|e| invalid(format!("expected {{\"samples\": [...]}}: {e}")))
+}
+
+async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body_or_refusal(&st, body) {
+        Ok(b) => b,
+        Err(refusal) => return refusal.into_response(),
     };
     if st.monitor.at_hot_cap() {
         return backpressure(&st);
     }
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("body is not UTF-8: {e}"),
-            )
-            .into_response();
-        }
-    };
-    let batch: Body<'_> = match serde_json::from_str(text) {
+    let batch = match decode(&body) {
         Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("expected {{\"samples\": [...]}}: {e}"),
-            )
-            .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let mut rejected = Vec::new();
     let mut parsed = Vec::with_capacity(batch.samples.len());
