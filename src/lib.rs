@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod hot;
 mod http;
+mod memory;
 mod model;
 mod monitor;
 pub mod offline;
@@ -46,12 +47,17 @@ pub use config::{
 pub use error::{Error, Result};
 pub use hot::Handle;
 pub use http::router;
+pub use memory::{
+    CgroupMemory, CleanupError, CleanupRecord, CleanupReport, CleanupTrigger, ManualMemory,
+    MemoryCleanup, MemoryReading, MemorySource, PressureLevel, SystemMemory,
+};
 pub use model::{
     DAY_MS, HOUR_MS, Kind, MINUTE_MS, Outcome, Resolution, SeriesKey, Tags, format_duration_ms,
     format_ts, parse_query_time,
 };
 pub use monitor::{
-    EngineStats, MAX_FUTURE_MS, Monitor, MonitorBuilder, OWN_NAMESPACE, Sample, SeriesInfo,
+    EngineStats, MAX_FUTURE_MS, MemoryStats, MemoryStatus, Monitor, MonitorBuilder, OWN_NAMESPACE,
+    Sample, SeriesInfo,
 };
 pub use query::{MAX_POINTS, QueryResult, QuerySpec, Summary, SummaryRow, Window};
 pub use retention::{CompactOptions, CompactReport};

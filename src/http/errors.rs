@@ -45,6 +45,8 @@ pub(super) const ROUTES: &[&str] = &[
     "/v1/thresholds/{id}",
     "/v1/alerts",
     "/v1/health/performance",
+    "/v1/memory",
+    "/v1/memory/cleanup",
     "/metrics",
     "/livez",
     "/readyz",

@@ -15,6 +15,7 @@ mod alerts;
 mod errors;
 mod health;
 mod ingest;
+mod memory;
 mod metrics;
 mod query;
 
@@ -68,7 +69,9 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Closed
+            | Error::MemoryPressureHigh { .. }
+            | Error::MemoryPressureCritical { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             e if e.is_client_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -139,7 +142,8 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
         .merge(ingest::routes(max_body))
         .merge(query::routes())
         .merge(admin::routes())
-        .merge(alerts::routes());
+        .merge(alerts::routes())
+        .merge(memory::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),
