@@ -27,3 +27,29 @@ pub fn open_with(config: Config, clock: &ManualClock) -> Monitor {
 pub fn open(dir: &Path, clock: &ManualClock) -> Monitor {
     open_with(Config::with_data_dir(dir), clock)
 }
+
+/// An engine whose memory readings come from `memory` (the test sets them)
+/// and whose time is `clock`; background tasks driven by the test.
+pub fn open_with_memory(
+    config: Config,
+    clock: &ManualClock,
+    memory: &scopemon::ManualMemory,
+) -> Monitor {
+    Monitor::builder(config)
+        .clock(Arc::new(clock.clone()))
+        .background(false)
+        .memory_source(Box::new(memory.clone()))
+        .open()
+        .expect("open monitor")
+}
+
+/// A reading of a 1000-byte system with `process` bytes resident and no
+/// cgroup limit: the pressure ratio is `process / 1000`.
+pub fn reading(process: u64) -> scopemon::MemoryReading {
+    scopemon::MemoryReading {
+        total: 1000,
+        available: 500,
+        process,
+        cgroup: None,
+    }
+}
