@@ -5,10 +5,11 @@
 //! The trunk is one data path: `model` (validated names and samples) →
 //! `hot` (sharded in-memory series) → `store` (the redb file: deltas and
 //! minute/hour/day records) → `query` (merges all three). Side rooms read
-//! or trim the trunk: `retention`, `baseline`, `alerts`. [`Monitor`] wires
-//! them and runs their background [`tasks`](TaskStatus); the HTTP API
-//! ([`router`]), the daemon ([`server`]) and the offline commands are thin
-//! layers over it, and [`offline`] holds the operations on a stopped store.
+//! or trim the trunk: `retention`, `baseline`, `alerts`, and `memory`
+//! (pressure levels, [cleanups](MemoryCleanup), the admission gate).
+//! [`Monitor`] wires them and runs their background [`tasks`](TaskStatus);
+//! the HTTP API ([`router`]), the daemon ([`server`]) and the offline
+//! commands are thin layers over it, and [`offline`] holds the operations on a stopped store.
 //! See `ARCHITECTURE.md` for every room's job and invariant.
 //!
 //! This page is the whole public surface: modules are private, and what an

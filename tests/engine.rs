@@ -268,7 +268,14 @@ fn background_tasks_follow_the_manual_clock() {
     let names: Vec<&str> = m.tasks().iter().map(|t| t.name).collect();
     assert_eq!(
         names,
-        ["flush", "rollup", "minute", "compaction", "baseline", "memory"]
+        [
+            "flush",
+            "rollup",
+            "minute",
+            "compaction",
+            "baseline",
+            "memory"
+        ]
     );
     m.record_latency("prod", "db.query", Duration::from_micros(900), &[])
         .unwrap();
