@@ -154,8 +154,10 @@ impl MemoryManager {
     /// Measures, moves the level, and — when `react` and the level rose
     /// into high or critical — runs that level's cleanups.
     pub(crate) fn check(&self, now_ms: i64, react: bool) -> Result<MemoryFigures> {
-        let reading = self.source.lock().read()?;
-        let f = MemoryFigures::of(&reading, self.budget);
+        // Held to the end: checks (the task's and `Monitor::check_memory`)
+        // take turns, so level changes are counted once.
+        let mut source = self.source.lock();
+        let f = MemoryFigures::of(&source.read()?, self.budget);
         *self.last.lock() = Some(f);
         let old = self.level();
         let new = self.thresholds.next(old, f.ratio);
@@ -173,6 +175,7 @@ impl MemoryManager {
         if react && new > old && new >= PressureLevel::High {
             self.cleanups.run(new, CleanupTrigger::Pressure, now_ms);
         }
+        drop(source);
         Ok(f)
     }
 
