@@ -344,6 +344,20 @@ impl BaselineCache {
         self.map.read().get(&sel.cache_key()).cloned()
     }
 
+    /// Memory cleanup: drops the in-memory copies (the `baselines` table
+    /// keeps them; the next recompute fills the cache again); returns the
+    /// bytes freed (keys, baselines and the map's slots).
+    pub fn clear(&self) -> usize {
+        let map = std::mem::take(&mut *self.map.write());
+        let slots = map.capacity() * (std::mem::size_of::<(String, Arc<Baseline>)>() + 1);
+        let held: usize = map
+            .iter()
+            .filter(|(_, b)| Arc::strong_count(b) == 1)
+            .map(|(k, _)| k.capacity() + std::mem::size_of::<Baseline>())
+            .sum();
+        slots + held
+    }
+
     /// Stores computed baselines (one write transaction).
     pub fn put_all(&self, store: &Store, items: Vec<(Selection, Baseline)>) -> Result<()> {
         if items.is_empty() {

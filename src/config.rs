@@ -26,7 +26,7 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[retention]`
     pub retention: RetentionConfig,
-    /// `[memory]` (read and validated; used by the memory manager)
+    /// `[memory]` (the memory manager: pressure levels and cleanups)
     pub memory: MemoryConfig,
     /// `[health]` (read and validated; used by the health aggregator)
     pub health: HealthConfig,
@@ -380,6 +380,9 @@ pub struct MemoryConfig {
     pub high: f64,
     /// Critical pressure threshold.
     pub critical: f64,
+    /// A level is left only once the ratio is this far below its threshold
+    /// (so the level does not flap around a threshold).
+    pub hysteresis: f64,
 }
 
 impl Default for MemoryConfig {
@@ -390,6 +393,7 @@ impl Default for MemoryConfig {
             medium: 0.5,
             high: 0.7,
             critical: 0.9,
+            hysteresis: 0.05,
         }
     }
 }
@@ -522,6 +526,16 @@ impl Config {
         if !(0.0 < m.medium && m.medium < m.high && m.high < m.critical && m.critical <= 1.0) {
             return Err(Error::Config(
                 "memory thresholds must satisfy 0 < medium < high < critical <= 1".into(),
+            ));
+        }
+        if !(0.0 <= m.hysteresis && m.hysteresis < m.medium) {
+            return Err(Error::Config(
+                "memory.hysteresis must satisfy 0 <= hysteresis < medium".into(),
+            ));
+        }
+        if m.check_interval.is_zero() || m.budget == Some(0) {
+            return Err(Error::Config(
+                "memory.check_interval and memory.budget must be > 0".into(),
             ));
         }
         Ok(())

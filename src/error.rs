@@ -158,6 +158,25 @@ pub enum Error {
         /// Attempts per transition.
         attempts: u32,
     },
+    /// Memory pressure is high: a sample that would create a new series is
+    /// refused (existing series keep recording).
+    #[error(
+        "memory pressure is high ({:.0}% of the pressure base in use): samples that would create a new series are refused until it falls; existing series keep recording",
+        ratio * 100.0
+    )]
+    MemoryPressureHigh {
+        /// The pressure ratio of the last check.
+        ratio: f64,
+    },
+    /// Memory pressure is critical: the operation is refused.
+    #[error(
+        "memory pressure is critical ({:.0}% of the pressure base in use): the operation was refused; retry once it falls (GET /v1/memory)",
+        ratio * 100.0
+    )]
+    MemoryPressureCritical {
+        /// The pressure ratio of the last check.
+        ratio: f64,
+    },
     /// The monitor has been closed.
     #[error("the monitor is closed")]
     Closed,
@@ -212,6 +231,8 @@ impl Error {
             Error::DataDir { .. } => "data_dir_unusable",
             Error::Internal(_) => "internal",
             Error::Webhook { .. } => "webhook_failed",
+            Error::MemoryPressureHigh { .. } => "memory_pressure_high",
+            Error::MemoryPressureCritical { .. } => "memory_pressure_critical",
             Error::Closed => "closed",
             Error::Storage(_) => "storage_error",
             Error::Io(_) => "io_error",
@@ -231,6 +252,8 @@ impl Error {
                 | Error::DataDir { .. }
                 | Error::Internal(_)
                 | Error::Webhook { .. }
+                | Error::MemoryPressureHigh { .. }
+                | Error::MemoryPressureCritical { .. }
                 | Error::Closed
                 | Error::Storage(_)
                 | Error::Io(_)

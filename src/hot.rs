@@ -302,6 +302,19 @@ impl Series {
     fn is_hot(&self) -> bool {
         !self.state.lock().buckets.is_empty()
     }
+
+    /// Frees the bucket list's allocation when it holds no bucket (an
+    /// idle series); returns the bytes freed. A bucket with data, live or
+    /// in flight, is never touched.
+    fn release_idle(&self) -> usize {
+        let mut st = self.state.lock();
+        let cap = st.buckets.capacity();
+        if !st.buckets.is_empty() || cap == 0 {
+            return 0;
+        }
+        st.buckets = Vec::new();
+        cap * std::mem::size_of::<HotBucket>()
+    }
 }
 
 /// (namespace, metric, kind) -> series of that metric.
@@ -531,6 +544,45 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// Memory cleanup: frees the hot state of every idle series (no hot
+    /// bucket left after the last flush); returns the bytes freed. Nothing
+    /// with data is dropped, so no sample is lost: flush first to make more
+    /// series idle. Takes each shard's read lock, so recording goes on.
+    pub fn evict_idle(&self) -> usize {
+        let mut freed = 0;
+        for shard in self.shards.iter() {
+            for list in shard.read().values() {
+                freed += list.iter().map(|s| s.release_idle()).sum::<usize>();
+            }
+        }
+        freed
+    }
+
+    /// Memory cleanup: shrinks the shard maps, their per-hash lists and the
+    /// metric index to their contents; returns the bytes freed (from the
+    /// capacities dropped). Each shard's write lock is held only for its own
+    /// shrink.
+    pub fn shrink_maps(&self) -> usize {
+        use std::mem::size_of;
+        let entry = size_of::<(u64, Vec<Arc<Series>>)>() + 1;
+        let mut freed = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.write();
+            let before = map.capacity();
+            for list in map.values_mut() {
+                freed += (list.capacity() - list.len()) * size_of::<Arc<Series>>();
+                list.shrink_to_fit();
+            }
+            map.shrink_to_fit();
+            freed += before.saturating_sub(map.capacity()) * entry;
+        }
+        for list in self.index.write().values_mut() {
+            freed += (list.capacity() - list.len()) * size_of::<Arc<Series>>();
+            list.shrink_to_fit();
+        }
+        freed
     }
 
     /// Number of series whose hot state holds data.

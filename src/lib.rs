@@ -5,11 +5,13 @@
 //! The trunk is one data path: `model` (validated names and samples) →
 //! `hot` (sharded in-memory series) → `store` (the redb file: deltas and
 //! minute/hour/day records) → `query` (merges all three). Side rooms read
-//! or trim the trunk: `retention`, `baseline`, `alerts`, and `health`
-//! ([`HealthAggregator`]) watches every room and external service. [`Monitor`] wires
-//! them and runs their background [`tasks`](TaskStatus); the HTTP API
-//! ([`router`]), the daemon ([`server`]) and the offline commands are thin
-//! layers over it, and [`offline`] holds the operations on a stopped store.
+//! or trim the trunk: `retention`, `baseline`, `alerts`; `memory`
+//! (pressure levels, [cleanups](MemoryCleanup), the admission gate) guards
+//! the process, and `health` ([`HealthAggregator`]) watches every room and
+//! external service. [`Monitor`] wires them and runs their background
+//! [`tasks`](TaskStatus); the HTTP API ([`router`]), the daemon
+//! ([`server`]) and the offline commands are thin layers over it, and
+//! [`offline`] holds the operations on a stopped store.
 //! See `ARCHITECTURE.md` for every room's job and invariant.
 //!
 //! This page is the whole public surface: modules are private, and what an
@@ -25,6 +27,7 @@ mod error;
 mod health;
 mod hot;
 mod http;
+mod memory;
 mod model;
 mod monitor;
 pub mod offline;
@@ -52,12 +55,17 @@ pub use health::{
 };
 pub use hot::Handle;
 pub use http::router;
+pub use memory::{
+    CgroupMemory, CleanupError, CleanupRecord, CleanupReport, CleanupTrigger, ManualMemory,
+    MemoryCleanup, MemoryReading, MemorySource, PressureLevel, SystemMemory,
+};
 pub use model::{
     DAY_MS, HOUR_MS, Kind, MINUTE_MS, Outcome, Resolution, SeriesKey, Tags, format_duration_ms,
     format_ts, parse_query_time,
 };
 pub use monitor::{
-    EngineStats, MAX_FUTURE_MS, Monitor, MonitorBuilder, OWN_NAMESPACE, Sample, SeriesInfo,
+    EngineStats, MAX_FUTURE_MS, MemoryStats, MemoryStatus, Monitor, MonitorBuilder, OWN_NAMESPACE,
+    Sample, SeriesInfo,
 };
 pub use query::{MAX_POINTS, QueryResult, QuerySpec, Summary, SummaryRow, Window};
 pub use retention::{CompactOptions, CompactReport};

@@ -502,6 +502,7 @@ async fn the_builtin_checks_judge_a_fresh_store_healthy() {
         "store:flush",
         "disk:data_dir",
         "alerts:firing",
+        "memory:pressure",
         "task:flush",
     ] {
         assert!(names.contains(&n), "{n} missing: {names:?}");
@@ -512,7 +513,8 @@ async fn the_builtin_checks_judge_a_fresh_store_healthy() {
         .filter(|c| c.critical)
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(critical, ["store:flush", "store:writable"]);
+    // The memory manager's check is critical since it landed (issue 10).
+    assert_eq!(critical, ["memory:pressure", "store:flush", "store:writable"]);
     let writable = s
         .checks
         .iter()

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Http;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,69 +102,6 @@ fn crossing_three_quarters_wakes_the_flush_and_library_recording_never_fails() {
     assert_eq!(count(&m, "api"), n as u64, "and all of them were stored");
 }
 
-/// A real HTTP server (the library's router on a loopback port) over a
-/// monitor whose flush only runs when the test says.
-struct Http {
-    base: String,
-    agent: ureq::Agent,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Http {
-    fn start(m: Arc<Monitor>) -> Http {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        // No health checks registered: /health/quick answers from the
-        // (empty, healthy) cache, which is what the test needs to see served.
-        let health = scopemon::HealthAggregator::new(m);
-        rt.block_on(health.start()).unwrap();
-        rt.spawn(async move { axum::serve(listener, scopemon::router(health)).await });
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Http {
-            base: format!("http://{addr}"),
-            agent,
-            _rt: rt,
-        }
-    }
-
-    fn ingest(&self, samples: &[Value]) -> (u16, Option<String>, Value) {
-        let mut r = self
-            .agent
-            .post(&format!("{}/v1/ingest", self.base))
-            .send_json(json!({ "samples": samples }))
-            .unwrap();
-        let retry = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (
-            r.status().as_u16(),
-            retry,
-            r.body_mut().read_json().unwrap(),
-        )
-    }
-
-    fn get(&self, path: &str) -> u16 {
-        let r = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .call()
-            .unwrap();
-        r.status().as_u16()
-    }
-}
-
 #[test]
 fn at_the_cap_http_ingest_is_429_and_stores_nothing_while_reads_answer() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,13 +111,14 @@ fn at_the_cap_http_ingest_is_429_and_stores_nothing_while_reads_answer() {
     let body: Vec<Value> = (0..50)
         .map(|i| json!({"namespace": "prod", "metric": "http", "value": 100 + i}))
         .collect();
-    assert_eq!(http.ingest(&body).0, 200);
+    let ingest = |b: &Vec<Value>| http.post_with_retry("/v1/ingest", &json!({ "samples": b }));
+    assert_eq!(ingest(&body).0, 200);
     let mut n = 0;
     while !m.at_hot_cap() {
         record(&m, n);
         n += 1;
     }
-    let (status, retry, err) = http.ingest(&body);
+    let (status, retry, err) = ingest(&body);
     assert_eq!((status, retry.as_deref()), (429, Some("1")), "{err}");
     assert_eq!(err["error"], "ingest_backpressure", "{err}");
     assert_eq!(
@@ -186,15 +126,16 @@ fn at_the_cap_http_ingest_is_429_and_stores_nothing_while_reads_answer() {
         50,
         "nothing of the refused body was kept"
     );
-    assert_eq!(http.get("/health/quick"), 200);
+    assert_eq!(http.get("/health/quick").0, 200);
     assert_eq!(
-        http.get("/v1/query?namespace=prod&metric=http&window=range&from=now-1h"),
+        http.get("/v1/query?namespace=prod&metric=http&window=range&from=now-1h")
+            .0,
         200
     );
     // The flush catches up (the woken task runs), and the resent body lands.
     m.run_due_tasks();
     assert!(!m.at_hot_cap());
-    assert_eq!(http.ingest(&body).0, 200);
+    assert_eq!(ingest(&body).0, 200);
     assert_eq!(count(&m, "http"), 100);
     assert_eq!(count(&m, "api"), n as u64);
 }

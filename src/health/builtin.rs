@@ -10,9 +10,10 @@
 //!   critical → unhealthy; not critical itself, so a slow dependency never
 //!   pulls the instance out of a load balancer).
 //!
-//! The memory manager (issue #8) registers its pressure check through
-//! [`HealthAggregator::register`](super::HealthAggregator::register) when it
-//! lands; this file is where its built-in belongs.
+//! - `memory:pressure` (critical): the memory manager's level (high →
+//!   degraded, critical → unhealthy, so a load balancer moves traffic away
+//!   while ingest answers 503); it reads the level the `memory` task last
+//!   measured, no I/O.
 //!
 //! Invariants: only `store:writable` and `disk:data_dir` do I/O, on tokio's
 //! blocking pool; the store probe never has two runs in flight (a probe
@@ -27,6 +28,7 @@ use std::time::Instant;
 use super::check::{CheckFuture, CheckResult, HealthCheck};
 use crate::alerts::{AlertState, Severity};
 use crate::config::HealthConfig;
+use crate::memory::PressureLevel;
 use crate::monitor::Monitor;
 
 /// Every built-in check over `monitor`.
@@ -46,6 +48,9 @@ pub(super) fn checks(monitor: &Arc<Monitor>, cfg: &HealthConfig) -> Vec<Arc<dyn 
             unhealthy: cfg.disk_unhealthy,
         }),
         Arc::new(FiringAlerts {
+            monitor: monitor.clone(),
+        }),
+        Arc::new(MemoryPressure {
             monitor: monitor.clone(),
         }),
     ];
@@ -281,6 +286,40 @@ impl HealthCheck for FiringAlerts {
             };
             r.observed(firing.len() as f64, "alerts")
                 .meta("thresholds", ids)
+        })
+    }
+}
+
+struct MemoryPressure {
+    monitor: Arc<Monitor>,
+}
+
+impl HealthCheck for MemoryPressure {
+    fn name(&self) -> &str {
+        "memory:pressure"
+    }
+    fn component_type(&self) -> &str {
+        "system"
+    }
+    fn critical(&self) -> bool {
+        true
+    }
+    fn check(&self) -> CheckFuture<'_> {
+        Box::pin(async move {
+            let m = self.monitor.memory();
+            let level = m.pressure_level;
+            let message = format!(
+                "{} pressure: {:.1} % of the pressure base",
+                level.as_str(),
+                m.threshold_percentage * 100.0
+            );
+            let r = match level {
+                PressureLevel::Critical => CheckResult::unhealthy(message),
+                PressureLevel::High => CheckResult::degraded(message),
+                PressureLevel::Low | PressureLevel::Medium => CheckResult::healthy(message),
+            };
+            r.observed(m.threshold_percentage * 100.0, "percent")
+                .meta("level", level.as_str())
         })
     }
 }

@@ -48,6 +48,8 @@ pub(super) const ROUTES: &[&str] = &[
     "/v1/services",
     "/v1/services/{name}",
     "/v1/services/{name}/heartbeat",
+    "/v1/memory",
+    "/v1/memory/cleanup",
     "/metrics",
     "/livez",
     "/readyz",

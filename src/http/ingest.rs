@@ -212,6 +212,9 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
     if st.monitor.at_hot_cap() {
         return backpressure(&st);
     }
+    if let Err(e) = st.monitor.check_operation_allowed() {
+        return memory_critical(&e);
+    }
     let batch = match decode(&body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -273,6 +276,23 @@ fn backpressure(st: &AppState) -> Response {
     r.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
         axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// `503 memory_pressure_critical`: the process is at critical memory
+/// pressure; nothing of the body was stored (queries and health still
+/// answer).
+fn memory_critical(e: &Error) -> Response {
+    let mut r = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        e.code(),
+        format!("{e}; nothing of this body was stored: resend it after Retry-After"),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
     );
     r
 }

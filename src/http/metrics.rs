@@ -1,8 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4) of scopemon's
 //! own figures, rendered through a `prometheus-client` [`Registry`] built
 //! per scrape: one function per area (engine, alerts, compaction, background
-//! tasks, health) registers
-//! its families from a snapshot the [`Monitor`](crate::monitor::Monitor)
+//! tasks, health, memory) registers its families from a snapshot the
+//! [`Monitor`](crate::monitor::Monitor)
 //! keeps anyway (atomics and small locked copies; the one system call is
 //! the file-size stat in `Monitor::stats`, as before).
 //!
@@ -26,7 +26,8 @@ use prometheus_client::registry::Registry;
 use super::{ApiError, AppState};
 use crate::alerts::{AlertCounters, AlertState};
 use crate::health::{SystemHealth, status_score};
-use crate::monitor::{EngineStats, Monitor};
+use crate::memory::PressureLevel;
+use crate::monitor::{EngineStats, MemoryStats, MemoryStatus, Monitor};
 use crate::retention::CompactReport;
 use crate::tasks::TaskStatus;
 
@@ -48,6 +49,7 @@ fn render(m: &Monitor, h: Option<&SystemHealth>) -> Result<String, std::fmt::Err
     if let Some(h) = h {
         health(&mut reg, h);
     }
+    memory(&mut reg, &m.memory(), &m.memory_stats());
     let mut out = String::with_capacity(4096);
     prometheus_text::encode(&mut out, &reg)?;
     Ok(out)
@@ -246,6 +248,55 @@ fn health(reg: &mut Registry, h: &SystemHealth) {
     reg.register("scopemon_health_check_duration_seconds", help, duration);
 }
 
+/// Memory figures and pressure, level changes (labelled by the `level`
+/// entered) and cleanup outcomes.
+fn memory(reg: &mut Registry, s: &MemoryStatus, c: &MemoryStats) {
+    let level = "Memory pressure level: 0 low, 1 medium, 2 high, 3 critical";
+    let n = i64::from(s.pressure_level.as_u8());
+    gauge(reg, "scopemon_memory_pressure_level", level, n);
+    let ratio = "Memory in use as a fraction of the pressure base";
+    let r = s.threshold_percentage;
+    gauge(reg, "scopemon_memory_pressure_ratio", ratio, r);
+    for (name, help, v) in [
+        (
+            "scopemon_memory_process_bytes",
+            "Resident memory of this process",
+            s.process_memory,
+        ),
+        (
+            "scopemon_memory_budget_bytes",
+            "Pressure base: min(memory.budget, cgroup limit, system memory)",
+            s.budget,
+        ),
+        (
+            "scopemon_memory_system_total_bytes",
+            "Total memory of the system",
+            s.total_memory,
+        ),
+        (
+            "scopemon_memory_system_available_bytes",
+            "Available memory of the system",
+            s.available_memory,
+        ),
+    ] {
+        gauge(reg, name, help, i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    let changes = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (l, n) in PressureLevel::ALL.iter().zip(c.level_changes) {
+        changes.get_or_create(&[("level", l.as_str())]).inc_by(n);
+    }
+    let help = "Memory pressure level changes, by the level entered";
+    reg.register("scopemon_memory_level_changes", help, changes);
+    let runs = "Memory cleanup strategy runs";
+    counter(reg, "scopemon_memory_cleanup_runs", runs, c.cleanup_runs);
+    let failed = "Memory cleanup strategy runs that failed or timed out";
+    let n = c.cleanup_failures;
+    counter(reg, "scopemon_memory_cleanup_failures", failed, n);
+    let freed = "Bytes memory cleanup strategies reported freed";
+    let n = c.cleanup_freed_bytes;
+    counter(reg, "scopemon_memory_cleanup_freed_bytes", freed, n);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +322,16 @@ mod tests {
         "scopemon_last_flush_duration_seconds gauge",
         "scopemon_last_flush_timestamp_seconds gauge",
         "scopemon_max_hot_bytes gauge",
+        "scopemon_memory_budget_bytes gauge",
+        "scopemon_memory_cleanup_failures_total counter",
+        "scopemon_memory_cleanup_freed_bytes_total counter",
+        "scopemon_memory_cleanup_runs_total counter",
+        "scopemon_memory_level_changes_total counter",
+        "scopemon_memory_pressure_level gauge",
+        "scopemon_memory_pressure_ratio gauge",
+        "scopemon_memory_process_bytes gauge",
+        "scopemon_memory_system_available_bytes gauge",
+        "scopemon_memory_system_total_bytes gauge",
         "scopemon_series gauge",
         "scopemon_store_cache_bytes gauge",
         "scopemon_store_file_bytes gauge",
@@ -311,6 +372,8 @@ mod tests {
             "scopemon_task_runs_total{task=\"flush\"} 1",
             "scopemon_task_runs_total{task=\"compaction\"} 0",
             "scopemon_task_last_run_failed{task=\"compaction\"} 0",
+            "scopemon_memory_level_changes_total{level=\"critical\"} 0",
+            "scopemon_task_runs_total{task=\"memory\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
         }

@@ -15,6 +15,7 @@ mod alerts;
 mod errors;
 mod health;
 mod ingest;
+mod memory;
 mod metrics;
 mod query;
 mod services;
@@ -72,7 +73,9 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Closed
+            | Error::MemoryPressureHigh { .. }
+            | Error::MemoryPressureCritical { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             e if e.is_client_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -148,7 +151,8 @@ pub fn router(health: HealthAggregator) -> Router {
         .merge(query::routes())
         .merge(admin::routes())
         .merge(alerts::routes())
-        .merge(services::routes());
+        .merge(services::routes())
+        .merge(memory::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),

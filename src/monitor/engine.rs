@@ -21,6 +21,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::Result;
 use crate::hot::{CommitGate, Registry};
+use crate::memory::{MemoryManager, MemorySource};
 use crate::model::{Kind, Resolution};
 use crate::query::Source;
 use crate::retention::{self, CompactOptions, CompactReport, RetentionPolicy};
@@ -63,6 +64,8 @@ pub(super) struct Engine {
     pub(super) policy: RetentionPolicy,
     pub(super) baselines: BaselineCache,
     pub(super) alerts: Alerts,
+    /// Memory pressure: level, figures and cleanup strategies.
+    pub(super) memory: MemoryManager,
     /// Commit gate (see `store::flush`).
     pub(super) gate: CommitGate,
     /// Serialises flushes; holds their codec buffers.
@@ -74,7 +77,11 @@ pub(super) struct Engine {
 
 impl Engine {
     /// Opens the store and loads every room's state.
-    pub(super) fn open(config: Config, clock: SharedClock) -> Result<Engine> {
+    pub(super) fn open(
+        config: Config,
+        clock: SharedClock,
+        memory: Box<dyn MemorySource>,
+    ) -> Result<Engine> {
         config.validate()?;
         // Every configured threshold parses before anything is created.
         let configured = alerts::configured_rules(&config.alerts)?;
@@ -94,6 +101,7 @@ impl Engine {
         let policy = RetentionPolicy::load(&config, store.db())?;
         let baselines = BaselineCache::load(store.db())?;
         let alerts = Alerts::load(&store, &config.alerts, configured)?;
+        let memory = MemoryManager::new(&config.memory, memory);
         Ok(Engine {
             config,
             clock,
@@ -102,6 +110,7 @@ impl Engine {
             policy,
             baselines,
             alerts,
+            memory,
             gate: CommitGate::default(),
             writer: Mutex::new(Codec::new()),
             closed: AtomicBool::new(false),

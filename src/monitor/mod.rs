@@ -19,6 +19,7 @@
 //! weakly, so dropping the `Monitor` ends them.
 
 mod engine;
+mod memory;
 mod read;
 mod record;
 
@@ -30,11 +31,13 @@ use serde::Serialize;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::error::Result;
+use crate::memory::MemorySource;
 use crate::store::flush::{FlushReport, RollupReport};
 use crate::tasks::{Schedule, TaskStatus, Tasks};
 
 use engine::Engine;
 pub use engine::OWN_NAMESPACE;
+pub use memory::{MemoryStats, MemoryStatus};
 pub use read::SeriesInfo;
 pub use record::{MAX_FUTURE_MS, Sample};
 
@@ -71,6 +74,7 @@ pub struct MonitorBuilder {
     config: Config,
     clock: SharedClock,
     background: bool,
+    memory: Option<Box<dyn MemorySource>>,
 }
 
 impl MonitorBuilder {
@@ -89,9 +93,20 @@ impl MonitorBuilder {
         self
     }
 
-    /// Opens the store and starts the engine's tasks.
+    /// Measures memory with `source` instead of the system (tests inject
+    /// readings with [`ManualMemory`](crate::ManualMemory)).
+    pub fn memory_source(mut self, source: Box<dyn MemorySource>) -> Self {
+        self.memory = Some(source);
+        self
+    }
+
+    /// Opens the store and starts the engine's tasks. Memory is measured
+    /// once before it returns, so the admission gate starts at the level
+    /// the process is at.
     pub fn open(self) -> Result<Monitor> {
-        let engine = Arc::new(Engine::open(self.config, self.clock.clone())?);
+        let source = self.memory.unwrap_or_else(crate::memory::system_source);
+        let engine = Arc::new(Engine::open(self.config, self.clock.clone(), source)?);
+        engine.start_memory();
         let tasks = Tasks::new(self.clock, self.background);
         register_tasks(&tasks, &engine)?;
         Ok(Monitor { engine, tasks })
@@ -160,6 +175,8 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
         baselines,
         job(engine, |e, now| e.recompute_baselines(now).map(|_| ())),
     )?;
+    let memory = Schedule::Every(c.memory.check_interval);
+    tasks.register("memory", memory, job(engine, Engine::check_memory))?;
     Ok(())
 }
 
@@ -191,6 +208,7 @@ impl Monitor {
             config,
             clock: Arc::new(SystemClock),
             background: true,
+            memory: None,
         }
     }
 

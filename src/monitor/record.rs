@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::hot::{Handle, Series};
+use crate::memory::PressureLevel;
 use crate::model::{Kind, MINUTE_MS, Outcome, Resolution};
 
 use super::Monitor;
@@ -85,19 +86,35 @@ impl Monitor {
                 c.clone()
             }
             _ => {
-                let found = self.engine.registry.get_or_create(
-                    s.namespace,
-                    s.kind,
-                    s.metric,
-                    s.tags,
-                    now,
-                )?;
+                let found = self.find_or_create(s.namespace, s.kind, s.metric, s.tags, now)?;
                 *cache = Some(found.clone());
                 found
             }
         };
         series.record(minute, scaled, s.value, s.outcome.is_error());
         Ok(())
+    }
+
+    /// The series of a sample, created when new — unless memory pressure
+    /// is high or critical, when only existing series are found (the
+    /// creation path alone pays the gate's atomic load).
+    fn find_or_create(
+        &self,
+        ns: &str,
+        kind: Kind,
+        metric: &str,
+        tags: &[(&str, &str)],
+        now: i64,
+    ) -> Result<Arc<Series>> {
+        let r = &self.engine.registry;
+        let memory = &self.engine.memory;
+        if memory.level() < PressureLevel::High {
+            return r.get_or_create(ns, kind, metric, tags, now);
+        }
+        r.get(ns, kind, metric, tags)
+            .ok_or_else(|| Error::MemoryPressureHigh {
+                ratio: memory.ratio(),
+            })
     }
 
     /// Records a batch, reading the clock once; returns how many were
@@ -217,6 +234,6 @@ impl Monitor {
         let now = self.engine.clock.now_ms();
         let r = &self.engine.registry;
         r.observe_time(now);
-        Ok(r.handle(r.get_or_create(ns, kind, metric, tags, now)?))
+        Ok(r.handle(self.find_or_create(ns, kind, metric, tags, now)?))
     }
 }

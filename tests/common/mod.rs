@@ -61,3 +61,103 @@ pub async fn call(
         .expect("body");
     (status, ctype, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// An engine whose memory readings come from `memory` (the test sets them)
+/// and whose time is `clock`; background tasks driven by the test.
+pub fn open_with_memory(
+    config: Config,
+    clock: &ManualClock,
+    memory: &scopemon::ManualMemory,
+) -> Monitor {
+    Monitor::builder(config)
+        .clock(Arc::new(clock.clone()))
+        .background(false)
+        .memory_source(Box::new(memory.clone()))
+        .open()
+        .expect("open monitor")
+}
+
+/// A reading of a 1000-byte system with `process` bytes resident and no
+/// cgroup limit: the pressure ratio is `process / 1000`.
+pub fn reading(process: u64) -> scopemon::MemoryReading {
+    scopemon::MemoryReading {
+        total: 1000,
+        available: 500,
+        process,
+        cgroup: None,
+    }
+}
+
+/// The library's router on a loopback port, over a monitor whose tasks the
+/// test drives; no health checks are registered, so `/health/quick`
+/// answers from the (empty, healthy) cache.
+pub struct Http {
+    base: String,
+    agent: ureq::Agent,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Http {
+    /// Serves `m` on 127.0.0.1:0.
+    pub fn start(m: Arc<Monitor>) -> Http {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let health = scopemon::HealthAggregator::new(m);
+        rt.block_on(health.start()).expect("health");
+        rt.spawn(async move { axum::serve(listener, scopemon::router(health)).await });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Http {
+            base: format!("http://{addr}"),
+            agent,
+            _rt: rt,
+        }
+    }
+
+    /// POSTs JSON: status, `Retry-After`, body.
+    pub fn post_with_retry(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, Option<String>, serde_json::Value) {
+        let mut r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_json(body)
+            .expect("request");
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let v = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        (r.status().as_u16(), retry, v)
+    }
+
+    /// POSTs JSON: status and body.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, _, v) = self.post_with_retry(path, body);
+        (status, v)
+    }
+
+    /// GETs: status and body (`null` when it is not JSON).
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .expect("request");
+        let status = r.status().as_u16();
+        let v = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        (status, v)
+    }
+}
