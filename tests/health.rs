@@ -514,7 +514,10 @@ async fn the_builtin_checks_judge_a_fresh_store_healthy() {
         .map(|c| c.name.as_str())
         .collect();
     // The memory manager's check is critical since it landed (issue 10).
-    assert_eq!(critical, ["memory:pressure", "store:flush", "store:writable"]);
+    assert_eq!(
+        critical,
+        ["memory:pressure", "store:flush", "store:writable"]
+    );
     let writable = s
         .checks
         .iter()
