@@ -16,8 +16,10 @@ pub mod config;
 pub mod error;
 pub mod hot;
 pub mod http;
+pub mod instrument;
 pub mod model;
 pub mod monitor;
+pub mod protection;
 pub mod query;
 pub mod retention;
 pub mod server;
@@ -32,3 +34,6 @@ pub use model::{Kind, Outcome, Resolution, SeriesKey, Tags};
 pub use monitor::{Monitor, MonitorBuilder, Sample};
 pub use query::{QueryResult, QuerySpec, Window};
 pub use stats::Point;
+
+pub use instrument::{InstrumentationLayer, SpanTimingLayer};
+pub use protection::{CallOptions, Infrastructure, ProtectionError, ProtectionLayer};

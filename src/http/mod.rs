@@ -6,6 +6,7 @@ mod alerts;
 mod health;
 mod ingest;
 mod metrics;
+mod protection;
 mod query;
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::monitor::Monitor;
 pub struct AppState {
     /// The engine.
     pub monitor: Arc<Monitor>,
+    /// The process' protections (`GET /v1/protection`).
+    pub infra: crate::protection::Infrastructure,
 }
 
 /// An error answered as `{"error": code, "message": text}`.
@@ -102,16 +105,24 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The whole API.
+/// The whole API, with the daemon's protections
+/// ([`crate::instrument::daemon_infrastructure`]).
 pub fn router(monitor: Arc<Monitor>) -> Router {
-    let state = AppState { monitor };
+    let infra = crate::instrument::daemon_infrastructure(&monitor);
+    router_with(monitor, infra)
+}
+
+/// The whole API over the given protections.
+pub fn router_with(monitor: Arc<Monitor>, infra: crate::protection::Infrastructure) -> Router {
+    let state = AppState { monitor, infra };
     let max_body =
         usize::try_from(state.monitor.config().server.max_body_size).unwrap_or(usize::MAX);
     let mut v1 = Router::new()
         .merge(ingest::routes(max_body))
         .merge(query::routes())
         .merge(admin::routes())
-        .merge(alerts::routes());
+        .merge(alerts::routes())
+        .merge(protection::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),
