@@ -60,11 +60,15 @@ fn consecutive(n: u32, half_open_calls: u32) -> BreakerConfig {
 }
 
 fn fail(b: &CircuitBreaker) {
-    b.try_acquire().unwrap().record(false, Duration::from_millis(1));
+    b.try_acquire()
+        .unwrap()
+        .record(false, Duration::from_millis(1));
 }
 
 fn succeed(b: &CircuitBreaker) {
-    b.try_acquire().unwrap().record(true, Duration::from_millis(1));
+    b.try_acquire()
+        .unwrap()
+        .record(true, Duration::from_millis(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -507,7 +511,10 @@ async fn the_layer_answers_503_and_429_with_retry_after() {
         )
         .build();
     let app = Router::new()
-        .route("/flaky", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route(
+            "/flaky",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
         .route_layer(ProtectionLayer::new(infra.clone(), "flaky"))
         .merge(
             Router::new()
@@ -579,7 +586,9 @@ async fn get_v1_protection_shows_every_breaker_and_limiter() {
     let infra = infra_with("db.query", Settings::default(), Some(m.clone()));
     for _ in 0..5 {
         let _ = infra
-            .execute_protected("db.query", &CallOptions::DEFAULT, async { Err::<(), _>(()) })
+            .execute_protected("db.query", &CallOptions::DEFAULT, async {
+                Err::<(), _>(())
+            })
             .await;
     }
     let app = scopemon::http::router_with(m, infra);
@@ -595,8 +604,27 @@ async fn get_v1_protection_shows_every_breaker_and_limiter() {
     assert_eq!(b["timeout"], "5s");
     let l = &v["limiters"][0];
     assert_eq!(l["key"], "db.query");
-    assert_eq!((l["rate"].as_u64(), l["burst"].as_u64()), (Some(100), Some(120)));
+    assert_eq!(
+        (l["rate"].as_u64(), l["burst"].as_u64()),
+        (Some(100), Some(120))
+    );
     assert_eq!(l["period"], "1m");
     assert_eq!(l["admitted"], 5);
     assert_eq!(v["memory_gate"]["admits"], true);
+}
+
+#[test]
+fn the_shipped_protection_example_is_valid_when_uncommented() {
+    let text = include_str!("../config/scopemon.toml");
+    let start = text.find("# [protection.").unwrap();
+    let uncommented: String = text[start..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::from_toml(&uncommented).unwrap();
+    let p = &c.protection["payments.charge"];
+    assert_eq!(p.rate_limit, Some(100));
+    // The documented values are the built-in defaults.
+    assert_eq!(Settings::default().overlay(p), Settings::default());
 }

@@ -358,7 +358,7 @@ impl Infrastructure {
         };
         let start = Instant::now();
         let result = match entry.settings.timeout {
-            Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+            Some(limit) => tokio::time::timeout_at(start + limit, fut).await.ok(),
             None => Some(fut.await),
         };
         let end = Instant::now();
