@@ -628,3 +628,40 @@ fn the_shipped_protection_example_is_valid_when_uncommented() {
     // The documented values are the built-in defaults.
     assert_eq!(Settings::default().overlay(p), Settings::default());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_trial_call_dropped_mid_flight_frees_its_slot() {
+    let mut s = no_limit();
+    s.timeout = None;
+    s.breaker.consecutive_failures = Some(1);
+    let infra = infra_with("k", s, None);
+    let fail = infra
+        .execute_protected("k", &CallOptions::DEFAULT, async { Err::<(), _>(()) })
+        .await;
+    assert!(fail.is_err());
+    advance(Duration::from_secs(30)).await;
+    let i2 = infra.clone();
+    let trial = tokio::spawn(async move {
+        i2.execute_protected(
+            "k",
+            &CallOptions::DEFAULT,
+            std::future::pending::<Result<(), ()>>(),
+        )
+        .await
+    });
+    tokio::task::yield_now().await;
+    let r = infra
+        .execute_protected("k", &CallOptions::DEFAULT, async { Ok::<_, ()>(()) })
+        .await;
+    assert!(
+        matches!(r, Err(ProtectionError::CircuitOpen { .. })),
+        "the slot is taken"
+    );
+    trial.abort();
+    assert!(trial.await.unwrap_err().is_cancelled());
+    infra
+        .execute_protected("k", &CallOptions::DEFAULT, async { Ok::<_, ()>(()) })
+        .await
+        .unwrap();
+    assert_eq!(infra.breaker_state("k"), BreakerState::Closed);
+}

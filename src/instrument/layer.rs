@@ -67,6 +67,10 @@ struct Shared {
 impl Shared {
     fn handle(&self, route: &str, method: &Method) -> Option<Arc<Handle>> {
         let i = method_index(method);
+        // Fast path: the handle is made; clone it under the read lock.
+        if let Some(h) = self.routes.read().get(route).and_then(|s| s[i].get()) {
+            return h.clone();
+        }
         let found = self.routes.read().get(route).cloned();
         let slots = match found {
             Some(s) => s,

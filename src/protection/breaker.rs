@@ -140,9 +140,9 @@ pub struct BreakerSnapshot {
     pub window_failures: u64,
     /// Current run of consecutive failures.
     pub consecutive_failures: u32,
-    /// Calls admitted since start.
+    /// Calls that ran to the end (succeeded or failed) since start.
     pub calls: u64,
-    /// Admitted calls that failed, since start.
+    /// Of those, the failed ones.
     pub failures: u64,
     /// Calls rejected since start.
     pub rejections: u64,
@@ -240,6 +240,8 @@ struct Core {
     consecutive: u32,
     trials_in_flight: u32,
     trial_successes: u32,
+    calls: u64,
+    failures: u64,
 }
 
 /// A circuit breaker. Cheap to consult when closed (one atomic load to
@@ -253,8 +255,6 @@ pub struct CircuitBreaker {
     core: Mutex<Core>,
     epoch: Instant,
     listener: Option<TransitionListener>,
-    calls: AtomicU64,
-    failures: AtomicU64,
     rejections: AtomicU64,
     /// Transitions into open, half-open, closed.
     entered: [AtomicU64; 3],
@@ -269,39 +269,37 @@ impl std::fmt::Debug for CircuitBreaker {
     }
 }
 
+/// An admitted call's place in the breaker: the generation it was admitted
+/// under and whether it is a half-open trial.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    generation: u64,
+    trial: bool,
+}
+
 /// Leave to make one call; report its result with [`Permit::record`].
 /// Dropping it unreported (the call was cancelled) records nothing and
 /// gives a half-open trial slot back.
 #[must_use = "report the call's result with Permit::record"]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
-    generation: u64,
-    trial: bool,
-    done: bool,
+    ticket: Option<Ticket>,
 }
 
 impl Permit<'_> {
     /// Reports the call: `ok` is false for an `Err` or a timeout; a call of
     /// at least `slow_call` counts as failed either way.
-    pub fn record(self, ok: bool, elapsed: Duration) {
-        self.record_at(ok, elapsed, Instant::now());
-    }
-
-    pub(crate) fn record_at(mut self, ok: bool, elapsed: Duration, now: Instant) {
-        self.done = true;
-        let slow = self.breaker.config.slow_call.is_some_and(|s| elapsed >= s);
-        self.breaker
-            .finish(self.generation, self.trial, ok && !slow, now);
+    pub fn record(mut self, ok: bool, elapsed: Duration) {
+        if let Some(t) = self.ticket.take() {
+            self.breaker.complete(t, ok, elapsed, Instant::now());
+        }
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if !self.done && self.trial {
-            let mut core = self.breaker.core.lock();
-            if core.generation == self.generation {
-                core.trials_in_flight = core.trials_in_flight.saturating_sub(1);
-            }
+        if let Some(t) = self.ticket.take() {
+            self.breaker.release(t);
         }
     }
 }
@@ -331,12 +329,12 @@ impl CircuitBreaker {
                 consecutive: 0,
                 trials_in_flight: 0,
                 trial_successes: 0,
+                calls: 0,
+                failures: 0,
             }),
             config,
             epoch: now,
             listener,
-            calls: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
             entered: Default::default(),
         }
@@ -360,21 +358,29 @@ impl CircuitBreaker {
 
     /// Asks to make a call: a permit, or how long to wait before retrying.
     pub fn try_acquire(&self) -> Result<Permit<'_>, Duration> {
+        self.acquire().map(|t| Permit {
+            breaker: self,
+            ticket: Some(t),
+        })
+    }
+
+    /// [`CircuitBreaker::try_acquire`] without the borrow: the caller must
+    /// end the ticket with [`CircuitBreaker::complete`] or
+    /// [`CircuitBreaker::release`].
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<Ticket, Duration> {
         let word = self.state.load(Ordering::Acquire);
         if word & 3 == 0 {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            return Ok(Permit {
-                breaker: self,
+            return Ok(Ticket {
                 generation: word >> 2,
                 trial: false,
-                done: false,
             });
         }
         self.acquire_slow(Instant::now())
     }
 
     #[cold]
-    fn acquire_slow(&self, now: Instant) -> Result<Permit<'_>, Duration> {
+    fn acquire_slow(&self, now: Instant) -> Result<Ticket, Duration> {
         let mut core = self.core.lock();
         let mut moved = None;
         if core.state == BreakerState::Open {
@@ -386,39 +392,50 @@ impl CircuitBreaker {
             }
             moved = self.transition(&mut core, BreakerState::HalfOpen, now);
         }
+        let generation = core.generation;
         let result = match core.state {
-            BreakerState::Closed => Ok((core.generation, false)),
+            BreakerState::Closed => Ok(Ticket {
+                generation,
+                trial: false,
+            }),
             _ if core.trials_in_flight + core.trial_successes < self.config.half_open_calls => {
                 core.trials_in_flight += 1;
-                Ok((core.generation, true))
+                Ok(Ticket {
+                    generation,
+                    trial: true,
+                })
             }
             // Every trial slot is taken: ask to come back soon.
             _ => Err(Duration::from_secs(1)),
         };
         drop(core);
         self.announce(moved);
-        match result {
-            Ok((generation, trial)) => {
-                self.calls.fetch_add(1, Ordering::Relaxed);
-                Ok(Permit {
-                    breaker: self,
-                    generation,
-                    trial,
-                    done: false,
-                })
-            }
-            Err(retry) => {
-                self.rejections.fetch_add(1, Ordering::Relaxed);
-                Err(retry)
+        if result.is_err() {
+            self.rejections.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Ends a ticket whose call finished (see [`Permit::record`]).
+    pub(crate) fn complete(&self, t: Ticket, ok: bool, elapsed: Duration, now: Instant) {
+        let slow = self.config.slow_call.is_some_and(|s| elapsed >= s);
+        self.finish(t.generation, t.trial, ok && !slow, now);
+    }
+
+    /// Ends a ticket whose call never finished: a trial gives its slot back.
+    pub(crate) fn release(&self, t: Ticket) {
+        if t.trial {
+            let mut core = self.core.lock();
+            if core.generation == t.generation {
+                core.trials_in_flight = core.trials_in_flight.saturating_sub(1);
             }
         }
     }
 
     fn finish(&self, generation: u64, trial: bool, ok: bool, now: Instant) {
-        if !ok {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
         let mut core = self.core.lock();
+        core.calls += 1;
+        core.failures += u64::from(!ok);
         let moved = if generation != core.generation {
             None
         } else if trial {
@@ -443,7 +460,13 @@ impl CircuitBreaker {
     fn record_closed(&self, core: &mut Core, ok: bool, now: Instant) -> Option<Transition> {
         let now_ns = self.nanos(now);
         core.window.push(!ok, now_ns);
-        core.consecutive = if ok { 0 } else { core.consecutive + 1 };
+        if ok {
+            // A success can neither extend a run of failures nor raise
+            // the failure rate.
+            core.consecutive = 0;
+            return None;
+        }
+        core.consecutive += 1;
         let by_run = self
             .config
             .consecutive_failures
@@ -521,8 +544,8 @@ impl CircuitBreaker {
             window_calls,
             window_failures,
             consecutive_failures: core.consecutive,
-            calls: self.calls.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
+            calls: core.calls,
+            failures: core.failures,
             rejections: self.rejections.load(Ordering::Relaxed),
             opened: self.entered[0].load(Ordering::Relaxed),
             half_opened: self.entered[1].load(Ordering::Relaxed),

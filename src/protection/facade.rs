@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::breaker::{BreakerSnapshot, CircuitBreaker, Transition, TransitionListener};
+use super::call::{Admission, ProtectedCall, Rejection};
 use super::limiter::{KeyedLimiter, LimiterSnapshot};
 use super::{ProtectionError, Settings};
 use crate::config::ProtectionConfig;
@@ -87,24 +88,22 @@ const REASONS: [&str; 3] = ["memory_pressure", "rate_limited", "circuit_open"];
 type Recording = Option<(Arc<Monitor>, Arc<str>)>;
 
 /// The protections of one key.
-struct Entry {
+pub(super) struct Entry {
     key: String,
-    settings: Settings,
-    breaker: CircuitBreaker,
+    pub(super) settings: Settings,
+    gate: Arc<dyn MemoryGate>,
+    pub(super) breaker: CircuitBreaker,
     limiter: Option<KeyedLimiter>,
     recording: Recording,
-    ran: Option<Handle>,
+    pub(super) ran: Option<Handle>,
     rejected: [OnceLock<Option<Handle>>; 3],
     memory_rejections: AtomicU64,
 }
 
 impl Entry {
-    fn new(
-        key: &str,
-        settings: Settings,
-        recording: Recording,
-        l: Option<TransitionListener>,
-    ) -> Entry {
+    fn new(key: &str, settings: Settings, inner: &Inner) -> Entry {
+        let recording = inner.recording.clone();
+        let listener = inner.listener.clone();
         let ran = recording.as_ref().and_then(|(m, ns)| {
             m.handle(ns, Kind::Latency, key, &[])
                 .map_err(|e| tracing::warn!(key, error = %e, "protected calls of this key are not recorded"))
@@ -112,9 +111,10 @@ impl Entry {
         });
         Entry {
             key: key.to_owned(),
-            breaker: CircuitBreaker::with_listener(key, settings.breaker.clone(), l),
+            breaker: CircuitBreaker::with_listener(key, settings.breaker.clone(), listener),
             limiter: settings.rate_limit.map(KeyedLimiter::new),
             settings,
+            gate: inner.gate.clone(),
             recording,
             ran,
             rejected: Default::default(),
@@ -132,6 +132,43 @@ impl Entry {
         if let Some(h) = handle {
             h.record_outcome(Duration::ZERO, Outcome::Error);
         }
+    }
+
+    /// Memory gate → rate limiter → circuit breaker.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        identifier: Option<&str>,
+    ) -> Result<Admission, Rejection> {
+        if self.settings.memory_gate && !self.gate.admit() {
+            self.memory_rejections.fetch_add(1, Ordering::Relaxed);
+            self.count_rejection(Reason::Memory);
+            return Err(Rejection::MemoryPressure);
+        }
+        if let Some(limiter) = &self.limiter
+            && let Err(retry_after) = limiter.check(identifier.unwrap_or(""))
+        {
+            self.count_rejection(Reason::Rate);
+            return Err(Rejection::RateLimited(retry_after));
+        }
+        match self.breaker.acquire() {
+            Ok(ticket) => Ok(Admission {
+                entry: self.clone(),
+                ticket: Some(ticket),
+                start: Instant::now(),
+            }),
+            Err(retry_after) => {
+                self.count_rejection(Reason::Circuit);
+                Err(Rejection::CircuitOpen(retry_after))
+            }
+        }
+    }
+
+    /// Runs `fut` behind these protections.
+    fn call<T, E, F>(self: &Arc<Self>, opts: &CallOptions<'_>, fut: F) -> ProtectedCall<F>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        ProtectedCall::new(self.admit(opts.identifier), fut, Result::is_ok)
     }
 
     fn snapshot(&self) -> KeySnapshot {
@@ -308,7 +345,7 @@ impl Infrastructure {
         if let Some(c) = i.file.get(key) {
             settings = settings.overlay(c);
         }
-        Entry::new(key, settings, i.recording.clone(), i.listener.clone())
+        Entry::new(key, settings, i)
     }
 
     fn entry(&self, key: &str) -> Arc<Entry> {
@@ -326,68 +363,28 @@ impl Infrastructure {
 
     /// Runs `fut` behind `key`'s protections: memory gate → rate limiter →
     /// circuit breaker → timeout → the call. `Err` counts as a failure.
-    pub async fn execute_protected<T, E, F>(
+    /// The protections are consulted now; the call runs when the returned
+    /// future is awaited (at once, or its wait counts as call time).
+    pub fn execute_protected<T, E, F>(
         &self,
         key: &str,
         opts: &CallOptions<'_>,
         fut: F,
-    ) -> Result<T, ProtectionError<E>>
+    ) -> ProtectedCall<F>
     where
         F: Future<Output = Result<T, E>>,
     {
-        let entry = self.entry(key);
-        self.run(&entry, opts, fut).await
+        self.entry(key).call(opts, fut)
     }
 
-    async fn run<T, E, F>(
-        &self,
-        entry: &Entry,
-        opts: &CallOptions<'_>,
-        fut: F,
-    ) -> Result<T, ProtectionError<E>>
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        self.admit(entry, opts)?;
-        let permit = match entry.breaker.try_acquire() {
-            Ok(p) => p,
-            Err(retry_after) => {
-                entry.count_rejection(Reason::Circuit);
-                return Err(ProtectionError::CircuitOpen { retry_after });
-            }
-        };
-        let start = Instant::now();
-        let result = match entry.settings.timeout {
-            Some(limit) => tokio::time::timeout_at(start + limit, fut).await.ok(),
-            None => Some(fut.await),
-        };
-        let end = Instant::now();
-        let elapsed = end.saturating_duration_since(start);
-        let ok = result.as_ref().is_some_and(Result::is_ok);
-        permit.record_at(ok, elapsed, end);
-        if let Some(h) = &entry.ran {
-            h.record_outcome(elapsed, if ok { Outcome::Ok } else { Outcome::Error });
+    /// `key`'s protections resolved once, for hot paths: calls through
+    /// the returned [`Protection`] skip the key lookup. It keeps the state
+    /// it was resolved with (a later [`Infrastructure::configure`] of the
+    /// key makes a new one).
+    pub fn protection(&self, key: &str) -> Protection {
+        Protection {
+            entry: self.entry(key),
         }
-        match result {
-            Some(r) => r.map_err(ProtectionError::Inner),
-            None => Err(ProtectionError::Timeout),
-        }
-    }
-
-    /// The memory gate and the rate limiter.
-    fn admit<E>(&self, entry: &Entry, opts: &CallOptions<'_>) -> Result<(), ProtectionError<E>> {
-        if entry.settings.memory_gate && !self.inner.gate.admit() {
-            entry.memory_rejections.fetch_add(1, Ordering::Relaxed);
-            entry.count_rejection(Reason::Memory);
-            return Err(ProtectionError::MemoryPressure);
-        }
-        if let Some(limiter) = &entry.limiter
-            && let Err(retry_after) = limiter.check(opts.identifier.unwrap_or(""))
-        {
-            entry.count_rejection(Reason::Rate);
-            return Err(ProtectionError::RateLimited { retry_after });
-        }
-        Ok(())
     }
 
     /// Every key's breaker and limiter now.
@@ -404,6 +401,53 @@ impl Infrastructure {
     /// The breaker of `key` (made with its settings if new).
     pub fn breaker_state(&self, key: &str) -> super::BreakerState {
         self.entry(key).breaker.state()
+    }
+}
+
+/// One key's protections, resolved by [`Infrastructure::protection`].
+#[derive(Clone)]
+pub struct Protection {
+    entry: Arc<Entry>,
+}
+
+impl std::fmt::Debug for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protection")
+            .field("key", &self.entry.key)
+            .finish()
+    }
+}
+
+impl Protection {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.entry.key
+    }
+
+    /// As [`Infrastructure::execute_protected`] for this key.
+    pub fn execute<T, E, F>(&self, opts: &CallOptions<'_>, fut: F) -> ProtectedCall<F>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.entry.call(opts, fut)
+    }
+
+    /// Runs the result of `start` behind this key's protections, calling
+    /// `start` only when they admit the call; `is_ok` says which results
+    /// count as successes.
+    pub(super) fn admit_then<F: Future>(
+        &self,
+        identifier: Option<&str>,
+        start: impl FnOnce() -> F,
+        is_ok: fn(&F::Output) -> bool,
+    ) -> Result<ProtectedCall<F>, Rejection> {
+        let admission = self.entry.admit(identifier)?;
+        Ok(ProtectedCall::new(Ok(admission), start(), is_ok))
+    }
+
+    /// This key's figures now.
+    pub fn snapshot(&self) -> KeySnapshot {
+        self.entry.snapshot()
     }
 }
 

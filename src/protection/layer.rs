@@ -4,6 +4,8 @@
 //! Invariants:
 //! - A request reaches the inner service only when every protection of its
 //!   key admitted it; the inner service's `call` is not even made otherwise.
+//! - No allocation per request: the response future is an enum over the
+//!   inner service's future.
 //! - Rejections become JSON errors: `429 rate_limited` and
 //!   `503 circuit_open` / `503 memory_pressure` with `Retry-After` (whole
 //!   seconds, rounded up, at least 1); a timeout is `503 timeout`.
@@ -13,6 +15,9 @@
 //! - With per-route keys ([`ProtectionLayer::routes`], applied with axum's
 //!   `Router::layer` so the matched route is known), requests to routes
 //!   without a key pass straight through.
+//! - Keys are resolved when the layer is made (no lookup per request); a
+//!   later [`Infrastructure::configure`] of a key is not seen by layers
+//!   made before it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,20 +31,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
-use super::{CallOptions, Infrastructure, ProtectionError};
+use super::{Infrastructure, ProtectedCall, Protection, ProtectionError};
 
 type Identify = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 
 #[derive(Clone)]
 enum Keys {
-    Fixed(Arc<str>),
-    Routes(Arc<HashMap<String, Arc<str>>>),
+    Fixed(Protection),
+    Routes(Arc<HashMap<String, Protection>>),
 }
 
 /// Applies [`Infrastructure::execute_protected`] to every request.
 #[derive(Clone)]
 pub struct ProtectionLayer {
-    infra: Infrastructure,
     keys: Keys,
     identify: Option<Identify>,
 }
@@ -48,8 +52,7 @@ impl ProtectionLayer {
     /// Every request runs behind the protections of `key`.
     pub fn new(infra: Infrastructure, key: &str) -> ProtectionLayer {
         ProtectionLayer {
-            infra,
-            keys: Keys::Fixed(Arc::from(key)),
+            keys: Keys::Fixed(infra.protection(key)),
             identify: None,
         }
     }
@@ -62,10 +65,9 @@ impl ProtectionLayer {
     ) -> ProtectionLayer {
         let map = routes
             .into_iter()
-            .map(|(route, key)| (route.to_owned(), Arc::from(key)))
+            .map(|(route, key)| (route.to_owned(), infra.protection(key)))
             .collect();
         ProtectionLayer {
-            infra,
             keys: Keys::Routes(Arc::new(map)),
             identify: None,
         }
@@ -99,66 +101,113 @@ pub struct ProtectionService<S> {
     layer: ProtectionLayer,
 }
 
-/// Why the inner call counts as failed.
-enum Failure<R, E> {
-    Response(R),
-    Service(E),
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ProtectionService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send + 'static,
-    ReqB: Send + 'static,
-    ResB: From<String> + Send + 'static,
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: From<String>,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+    type Future = ProtectionFuture<S::Future, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // The clone that was polled ready is the one called.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let key = match &self.layer.keys {
-            Keys::Fixed(k) => Some(k.clone()),
+        let protection = match &self.layer.keys {
+            Keys::Fixed(p) => Some(p),
             Keys::Routes(m) => req
                 .extensions()
                 .get::<MatchedPath>()
-                .and_then(|p| m.get(p.as_str()).cloned()),
+                .and_then(|p| m.get(p.as_str())),
         };
-        let Some(key) = key else {
-            return Box::pin(inner.call(req));
+        let Some(protection) = protection else {
+            return ProtectionFuture::new(State::Passthrough {
+                fut: self.inner.call(req),
+            });
         };
-        let (parts, body) = req.into_parts();
-        let id = self.layer.identify.as_ref().and_then(|f| f(&parts));
-        let req = Request::from_parts(parts, body);
-        let infra = self.layer.infra.clone();
-        Box::pin(async move {
-            let opts = CallOptions {
-                identifier: id.as_deref(),
-            };
-            let call = async move {
-                match inner.call(req).await {
-                    Ok(r) if r.status().is_server_error() => Err(Failure::Response(r)),
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(Failure::Service(e)),
-                }
-            };
-            match infra.execute_protected(&key, &opts, call).await {
-                Ok(r) => Ok(r),
-                Err(ProtectionError::Inner(Failure::Response(r))) => Ok(r),
-                Err(ProtectionError::Inner(Failure::Service(e))) => Err(e),
-                Err(rejection) => Ok(rejection_response(&rejection)),
+        let (req, id) = match &self.layer.identify {
+            Some(f) => {
+                let (parts, body) = req.into_parts();
+                let id = f(&parts);
+                (Request::from_parts(parts, body), id)
             }
-        })
+            None => (req, None),
+        };
+        let inner = &mut self.inner;
+        match protection.admit_then(
+            id.as_deref(),
+            || inner.call(req),
+            succeeded::<ResB, S::Error>,
+        ) {
+            Ok(call) => ProtectionFuture::new(State::Protected { call }),
+            Err(rejection) => ProtectionFuture::new(State::Rejected {
+                response: Some(rejection_response(&ProtectionError::<()>::from(rejection))),
+            }),
+        }
+    }
+}
+
+/// A 5xx response or an error of the service is a failed call.
+fn succeeded<B, E>(r: &Result<Response<B>, E>) -> bool {
+    matches!(r, Ok(resp) if !resp.status().is_server_error())
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F: Future, B> {
+        // No protection applies to the request.
+        Passthrough {
+            #[pin]
+            fut: F,
+        },
+        // Admitted: the call runs behind its protections.
+        Protected {
+            #[pin]
+            call: ProtectedCall<F>,
+        },
+        // Rejected: the answer is ready (taken when returned).
+        Rejected {
+            response: Option<Response<B>>,
+        },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ProtectionService`].
+    pub struct ProtectionFuture<F: Future, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+impl<F: Future, B> ProtectionFuture<F, B> {
+    fn new(state: State<F, B>) -> Self {
+        ProtectionFuture { state }
+    }
+}
+
+impl<F, B, E> Future for ProtectionFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<String>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Passthrough { fut } => fut.poll(cx),
+            StateProj::Protected { call } => call.poll(cx).map(|r| match r {
+                Ok(resp) => Ok(resp),
+                Err(ProtectionError::Inner(e)) => Err(e),
+                Err(other) => Ok(rejection_response(&other)),
+            }),
+            StateProj::Rejected { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => panic!("ProtectionFuture polled after completion"),
+            },
+        }
     }
 }
 

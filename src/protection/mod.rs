@@ -38,6 +38,7 @@
 //! ```
 
 mod breaker;
+mod call;
 mod facade;
 mod layer;
 mod limiter;
@@ -48,11 +49,12 @@ pub use breaker::{
     BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker, Permit, SlidingWindow,
     Transition, TransitionListener,
 };
+pub use call::ProtectedCall;
 pub use facade::{
     AlwaysAdmit, CallOptions, Infrastructure, InfrastructureBuilder, KeySnapshot, MemoryGate,
-    ProtectionSnapshot, ServiceProtection,
+    Protection, ProtectionSnapshot, ServiceProtection,
 };
-pub use layer::{ProtectionLayer, ProtectionService};
+pub use layer::{ProtectionFuture, ProtectionLayer, ProtectionService};
 pub use limiter::{KeyedLimiter, LimiterSnapshot, RateLimit, TokioClock, TokioInstant};
 
 use crate::config::ProtectionConfig;
