@@ -369,14 +369,29 @@ impl CircuitBreaker {
     /// [`CircuitBreaker::release`].
     #[inline]
     pub(crate) fn acquire(&self) -> Result<Ticket, Duration> {
-        let word = self.state.load(Ordering::Acquire);
-        if word & 3 == 0 {
-            return Ok(Ticket {
-                generation: word >> 2,
-                trial: false,
-            });
+        match self.closed_ticket() {
+            Some(t) => Ok(t),
+            None => self.acquire_slow(Instant::now()),
         }
-        self.acquire_slow(Instant::now())
+    }
+
+    #[inline]
+    fn closed_ticket(&self) -> Option<Ticket> {
+        let word = self.state.load(Ordering::Acquire);
+        (word & 3 == 0).then_some(Ticket {
+            generation: word >> 2,
+            trial: false,
+        })
+    }
+
+    /// [`CircuitBreaker::acquire`] at `now` (read by the caller just before;
+    /// only consulted when the breaker is not closed).
+    #[inline]
+    pub(crate) fn acquire_at(&self, now: Instant) -> Result<Ticket, Duration> {
+        match self.closed_ticket() {
+            Some(t) => Ok(t),
+            None => self.acquire_slow(now),
+        }
     }
 
     #[cold]

@@ -144,17 +144,19 @@ impl Entry {
             self.count_rejection(Reason::Memory);
             return Err(Rejection::MemoryPressure);
         }
+        // One clock read serves the limiter, the breaker and the call's start.
+        let now = Instant::now();
         if let Some(limiter) = &self.limiter
-            && let Err(retry_after) = limiter.check(identifier.unwrap_or(""))
+            && let Err(retry_after) = limiter.check_at(identifier.unwrap_or(""), now)
         {
             self.count_rejection(Reason::Rate);
             return Err(Rejection::RateLimited(retry_after));
         }
-        match self.breaker.acquire() {
+        match self.breaker.acquire_at(now) {
             Ok(ticket) => Ok(Admission {
                 entry: self.clone(),
                 ticket: Some(ticket),
-                start: Instant::now(),
+                start: now,
             }),
             Err(retry_after) => {
                 self.count_rejection(Reason::Circuit);

@@ -12,7 +12,11 @@
 //! - Buckets that are full again are forgotten every 65,536 checks, so the
 //!   map holds only recently active identifiers.
 //! - Time is tokio's ([`TokioClock`]), so `tokio::time::pause()` drives it.
+//!   [`KeyedLimiter::check_at`] lends governor an instant the caller has
+//!   already read (the facade reads the clock once for admission and call
+//!   start).
 
+use std::cell::Cell;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::ops::Add;
@@ -87,6 +91,27 @@ impl Reference for TokioInstant {
     }
 }
 
+thread_local! {
+    /// The instant lent by [`KeyedLimiter::check_at`] for one check.
+    static LENT: Cell<Option<tokio::time::Instant>> = const { Cell::new(None) };
+}
+
+/// Clears the lent instant, even if governor panicked.
+struct Lend;
+
+impl Lend {
+    fn new(now: tokio::time::Instant) -> Lend {
+        LENT.with(|l| l.set(Some(now)));
+        Lend
+    }
+}
+
+impl Drop for Lend {
+    fn drop(&mut self) {
+        LENT.with(|l| l.set(None));
+    }
+}
+
 /// A governor clock reading [`tokio::time::Instant`] (pausable in tests).
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
@@ -104,7 +129,10 @@ impl Default for TokioClock {
 impl Clock for TokioClock {
     type Instant = TokioInstant;
     fn now(&self) -> TokioInstant {
-        let since = tokio::time::Instant::now().saturating_duration_since(self.base);
+        let now = LENT
+            .with(Cell::get)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let since = now.saturating_duration_since(self.base);
         TokioInstant(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
     }
 }
@@ -175,7 +203,13 @@ impl KeyedLimiter {
     /// Takes one call from `identifier`'s bucket, or says how long until
     /// one is available.
     pub fn check(&self, identifier: &str) -> Result<(), Duration> {
+        self.check_at(identifier, tokio::time::Instant::now())
+    }
+
+    /// [`KeyedLimiter::check`] at `now` (read by the caller just before).
+    pub fn check_at(&self, identifier: &str, now: tokio::time::Instant) -> Result<(), Duration> {
         let key = self.hasher.hash_one(identifier);
+        let lend = Lend::new(now);
         let outcome = self.governor.check_key(&key);
         let counter = if outcome.is_ok() {
             &self.admitted
@@ -185,7 +219,9 @@ impl KeyedLimiter {
         if counter.fetch_add(1, Ordering::Relaxed) & 0xffff == 0xffff {
             self.governor.retain_recent();
         }
-        outcome.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let retry = outcome.map_err(|not_until| not_until.wait_time_from(self.clock.now()));
+        drop(lend);
+        retry
     }
 
     /// The limiter's figures now.
