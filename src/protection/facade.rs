@@ -135,10 +135,7 @@ impl Entry {
     }
 
     /// Memory gate → rate limiter → circuit breaker.
-    pub(super) fn admit(
-        self: &Arc<Self>,
-        identifier: Option<&str>,
-    ) -> Result<Admission, Rejection> {
+    pub(super) fn admit(self: Arc<Self>, identifier: Option<&str>) -> Result<Admission, Rejection> {
         if self.settings.memory_gate && !self.gate.admit() {
             self.memory_rejections.fetch_add(1, Ordering::Relaxed);
             self.count_rejection(Reason::Memory);
@@ -154,7 +151,7 @@ impl Entry {
         }
         match self.breaker.acquire_at(now) {
             Ok(ticket) => Ok(Admission {
-                entry: self.clone(),
+                entry: self,
                 ticket: Some(ticket),
                 start: now,
             }),
@@ -166,7 +163,7 @@ impl Entry {
     }
 
     /// Runs `fut` behind these protections.
-    fn call<T, E, F>(self: &Arc<Self>, opts: &CallOptions<'_>, fut: F) -> ProtectedCall<F>
+    fn call<T, E, F>(self: Arc<Self>, opts: &CallOptions<'_>, fut: F) -> ProtectedCall<F>
     where
         F: Future<Output = Result<T, E>>,
     {
@@ -431,7 +428,7 @@ impl Protection {
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.entry.call(opts, fut)
+        self.entry.clone().call(opts, fut)
     }
 
     /// Runs the result of `start` behind this key's protections, calling
@@ -443,7 +440,7 @@ impl Protection {
         start: impl FnOnce() -> F,
         is_ok: fn(&F::Output) -> bool,
     ) -> Result<ProtectedCall<F>, Rejection> {
-        let admission = self.entry.admit(identifier)?;
+        let admission = self.entry.clone().admit(identifier)?;
         Ok(ProtectedCall::new(Ok(admission), start(), is_ok))
     }
 
