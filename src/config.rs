@@ -34,6 +34,10 @@ pub struct Config {
     pub baseline: BaselineConfig,
     /// `[alerts]`
     pub alerts: AlertsConfig,
+    /// `[protection.<key>]`: per-key circuit breaker, rate limiter and
+    /// timeout settings of [`crate::protection::Infrastructure`]; any subset
+    /// of the keys, laid over the settings given in code (or the defaults).
+    pub protection: BTreeMap<String, ProtectionConfig>,
 }
 
 /// `[baseline]`: how baselines are computed from history.
@@ -448,6 +452,78 @@ impl Default for HealthConfig {
     }
 }
 
+/// `[protection.<key>]`: every field optional; a missing one keeps the
+/// value given in code (or the built-in default). `0` / `"0s"` turn a
+/// protection off where noted.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectionConfig {
+    /// Call timeout (`"0s"` = none). Default 5 s.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Calls admitted per `rate_period` per identifier (0 = no limiter).
+    /// Default 100.
+    pub rate_limit: Option<u32>,
+    /// Period of `rate_limit`. Default 60 s.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub rate_period: Option<Duration>,
+    /// Calls that may arrive at once. Default 1.2 × `rate_limit`.
+    pub burst: Option<u32>,
+    /// Failure rate (percent of the window's calls) that opens the breaker.
+    /// Default 50.
+    pub failure_rate_threshold: Option<f64>,
+    /// Calls the window must hold before its failure rate counts. Default 10.
+    pub minimum_calls: Option<u32>,
+    /// Time-based sliding window. Default 60 s.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub window: Option<Duration>,
+    /// Count-based sliding window (the last N calls) instead of `window`.
+    pub window_calls: Option<u32>,
+    /// Consecutive failures that open the breaker (0 = off). Default 5.
+    pub consecutive_failures: Option<u32>,
+    /// A call slower than this counts as failed (`"0s"` = off, the default).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub slow_call: Option<Duration>,
+    /// How long the breaker stays open before trial calls. Default 30 s.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub reset_timeout: Option<Duration>,
+    /// Trial calls let through half-open; all must succeed to close.
+    /// Default 1.
+    pub half_open_calls: Option<u32>,
+    /// Whether the memory gate applies to this key. Default true.
+    pub memory_gate: Option<bool>,
+}
+
+impl ProtectionConfig {
+    /// Checks values serde cannot; `key` must be a valid metric name (the
+    /// key names the series its calls are recorded in).
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("protection.{key:?}: {what}")));
+        if let Err(e) = crate::model::validate_metric(key) {
+            return Err(Error::Config(format!("protection: {e}")));
+        }
+        if let Some(r) = self.failure_rate_threshold
+            && !(r > 0.0 && r <= 100.0)
+        {
+            return bad("failure_rate_threshold must be within (0, 100]");
+        }
+        if self.window.is_some() && self.window_calls.is_some() {
+            return bad("set either window (time-based) or window_calls (count-based), not both");
+        }
+        let zero = |d: Option<Duration>| d.is_some_and(|d| d.is_zero());
+        if zero(self.window) || self.window_calls == Some(0) {
+            return bad("window and window_calls must be > 0");
+        }
+        if zero(self.rate_period) || zero(self.reset_timeout) {
+            return bad("rate_period and reset_timeout must be > 0");
+        }
+        if self.burst == Some(0) || self.half_open_calls == Some(0) {
+            return bad("burst and half_open_calls must be >= 1");
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Config> {
@@ -537,6 +613,9 @@ impl Config {
             return Err(Error::Config(
                 "memory.check_interval and memory.budget must be > 0".into(),
             ));
+        }
+        for (key, p) in &self.protection {
+            p.validate(key)?;
         }
         Ok(())
     }

@@ -27,10 +27,12 @@ mod error;
 mod health;
 mod hot;
 mod http;
+pub mod instrument;
 mod memory;
 mod model;
 mod monitor;
 pub mod offline;
+pub mod protection;
 mod query;
 mod retention;
 pub mod server;
@@ -54,7 +56,7 @@ pub use health::{
     ServiceCheckSpec, ServiceRegistration, ServiceStatus, StatusChange, SystemHealth,
 };
 pub use hot::Handle;
-pub use http::router;
+pub use http::{router, router_with};
 pub use memory::{
     CgroupMemory, CleanupError, CleanupRecord, CleanupReport, CleanupTrigger, ManualMemory,
     MemoryCleanup, MemoryReading, MemorySource, PressureLevel, SystemMemory,
@@ -73,6 +75,9 @@ pub use stats::{Aggregation, Point, Precision};
 pub use store::DB_FILE;
 pub use store::flush::{FlushReport, RollupReport};
 pub use tasks::TaskStatus;
+
+pub use instrument::{InstrumentationLayer, SpanTimingLayer};
+pub use protection::{CallOptions, Infrastructure, ProtectionError, ProtectionLayer};
 
 /// Not part of scopemon's API: store internals for the project's own
 /// benchmarks, tests and the offline commands, which build, inspect or

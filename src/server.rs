@@ -109,8 +109,13 @@ pub async fn run(
     health.wait_ready().await;
     tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "scopemon listening");
     on_listen(addr);
-    let app =
-        crate::http::router(health.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    // scopemon's own API runs behind its own instrumentation (namespace
+    // `scopemon`, metric `http.request`) and its ingest behind its own
+    // protection (memory gate on, no rate limit unless configured).
+    let infra = crate::instrument::daemon_infrastructure(&monitor);
+    let api = crate::http::router_with(health.clone(), infra.clone());
+    let app = crate::instrument::instrument_router(api, monitor.clone(), infra)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

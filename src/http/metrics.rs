@@ -28,11 +28,17 @@ use crate::alerts::{AlertCounters, AlertState};
 use crate::health::{SystemHealth, status_score};
 use crate::memory::PressureLevel;
 use crate::monitor::{EngineStats, MemoryStats, MemoryStatus, Monitor};
+use crate::protection::{BreakerState, ProtectionSnapshot};
 use crate::retention::CompactReport;
 use crate::tasks::TaskStatus;
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let protection = st.infra.snapshot();
     let out = render(&st.monitor, Some(&st.health.system_health()))
+        .map(|mut out| {
+            out.push_str(&render_protection(&protection));
+            out
+        })
         .map_err(|e| ApiError::internal(format!("cannot render /metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response())
 }
@@ -295,6 +301,83 @@ fn memory(reg: &mut Registry, s: &MemoryStatus, c: &MemoryStats) {
     let freed = "Bytes memory cleanup strategies reported freed";
     let n = c.cleanup_freed_bytes;
     counter(reg, "scopemon_memory_cleanup_freed_bytes", freed, n);
+}
+
+/// Every breaker's and limiter's figures, labelled `key`, as a block of
+/// its own appended to the scrape (the 0.0.4 text format has no end
+/// marker, so blocks concatenate).
+fn render_protection(p: &ProtectionSnapshot) -> String {
+    let mut reg = Registry::default();
+    type ByKey<M> = Family<[(&'static str, String); 1], M>;
+    let state = ByKey::<Gauge>::default();
+    let (calls, failures, rejected, opened) = (
+        ByKey::<Counter>::default(),
+        ByKey::<Counter>::default(),
+        ByKey::<Counter>::default(),
+        ByKey::<Counter>::default(),
+    );
+    let (admitted, limited, gated) = (
+        ByKey::<Counter>::default(),
+        ByKey::<Counter>::default(),
+        ByKey::<Counter>::default(),
+    );
+    for k in &p.keys {
+        let label = [("key", k.key.clone())];
+        let b = &k.breaker;
+        let code = match b.state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        state.get_or_create(&label).set(code);
+        calls.get_or_create(&label).inc_by(b.calls);
+        failures.get_or_create(&label).inc_by(b.failures);
+        rejected.get_or_create(&label).inc_by(b.rejections);
+        opened.get_or_create(&label).inc_by(b.opened);
+        if let Some(l) = &k.limiter {
+            admitted.get_or_create(&label).inc_by(l.admitted);
+            limited.get_or_create(&label).inc_by(l.rejections);
+        }
+        gated.get_or_create(&label).inc_by(k.memory_rejections);
+    }
+    let state_help = "Circuit breaker state: 0 closed, 1 half-open, 2 open";
+    reg.register("scopemon_breaker_state", state_help, state);
+    reg.register(
+        "scopemon_breaker_calls",
+        "Calls that ran through the breaker",
+        calls,
+    );
+    reg.register(
+        "scopemon_breaker_failures",
+        "Calls the breaker counted as failed",
+        failures,
+    );
+    reg.register(
+        "scopemon_breaker_rejections",
+        "Calls the open breaker refused",
+        rejected,
+    );
+    reg.register(
+        "scopemon_breaker_opened",
+        "Times the breaker opened",
+        opened,
+    );
+    reg.register(
+        "scopemon_limiter_admitted",
+        "Calls the rate limiter admitted",
+        admitted,
+    );
+    reg.register(
+        "scopemon_limiter_rejections",
+        "Calls the rate limiter refused",
+        limited,
+    );
+    let help = "Calls the memory gate refused";
+    reg.register("scopemon_memory_gate_rejections", help, gated);
+    let mut out = String::new();
+    // Writing to a String cannot fail; an empty block is fine if it did.
+    let _ = prometheus_text::encode(&mut out, &reg);
+    out
 }
 
 #[cfg(test)]

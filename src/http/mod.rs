@@ -17,6 +17,7 @@ mod health;
 mod ingest;
 mod memory;
 mod metrics;
+mod protection;
 mod query;
 mod services;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub monitor: Arc<Monitor>,
     /// The health checks and their cache.
     pub health: HealthAggregator,
+    /// The process' protections (`GET /v1/protection`).
+    pub infra: crate::protection::Infrastructure,
 }
 
 /// An error answered as `{"error": code, "message": text}`.
@@ -137,12 +140,21 @@ async fn require_token(
     }
 }
 
-/// The whole API over `health`'s monitor; `health` answers the health
-/// endpoints (start it, and wait for its first round, before serving).
+/// The whole API over `health`'s monitor, with the daemon's protections
+/// ([`crate::instrument::daemon_infrastructure`]); `health` answers the
+/// health endpoints (start it, and wait for its first round, before
+/// serving).
 pub fn router(health: HealthAggregator) -> Router {
+    let infra = crate::instrument::daemon_infrastructure(health.monitor());
+    router_with(health, infra)
+}
+
+/// The whole API over the given protections.
+pub fn router_with(health: HealthAggregator, infra: crate::protection::Infrastructure) -> Router {
     let state = AppState {
         monitor: health.monitor().clone(),
         health,
+        infra,
     };
     let max_body =
         usize::try_from(state.monitor.config().server.max_body_size).unwrap_or(usize::MAX);
@@ -152,7 +164,8 @@ pub fn router(health: HealthAggregator) -> Router {
         .merge(admin::routes())
         .merge(alerts::routes())
         .merge(services::routes())
-        .merge(memory::routes());
+        .merge(memory::routes())
+        .merge(protection::routes());
     if let Some(token) = state.monitor.config().server.token.clone() {
         v1 = v1.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),
