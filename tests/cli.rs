@@ -2,13 +2,15 @@
 //! that describes every argument, `help --help`, and the offline tables
 //! (aligned columns, the JSON's names).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use scopemon::{Config, Monitor};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopemon");
+use common::BIN;
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)

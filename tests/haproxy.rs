@@ -7,7 +7,9 @@
 //! Needs `/usr/sbin/haproxy` (`.ci/run` installs it): without it the test
 //! fails, it does not skip. Waiting is polling with bounded deadlines.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopemon");
 const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// A child process killed (and reaped) when dropped.
@@ -45,24 +46,8 @@ fn backend(dir: &Path) -> (Proc, String) {
         "[health]\ncheck_interval = \"200ms\"\ncheck_timeout = \"200ms\"\n",
     )
     .expect("config");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.join("scopemon.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn scopemon");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("line");
-    let addr = line
-        .trim()
-        .strip_prefix("scopemon listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (child, base) = common::spawn_serve(dir, Stdio::null());
+    let addr = base.trim_start_matches("http://").to_owned();
     (Proc(child), addr)
 }
 

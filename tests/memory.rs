@@ -9,9 +9,9 @@ mod common;
 
 use common::Http;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -364,8 +364,6 @@ fn failing_panicking_and_hanging_strategies_are_reported_and_block_nothing() {
 
 // ---- the real binary -------------------------------------------------
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopemon");
-
 struct Server {
     child: Child,
     base: String,
@@ -375,25 +373,7 @@ struct Server {
 impl Server {
     fn start(dir: &Path, config: &str) -> Server {
         std::fs::write(dir.join("scopemon.toml"), config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(dir.join("scopemon.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn scopemon");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let base = line
-            .trim()
-            .strip_prefix("scopemon listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, base) = common::spawn_serve(dir, Stdio::null());
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()

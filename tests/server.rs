@@ -6,14 +6,15 @@
 //! Waiting is on conditions (the ready line, `/metrics` showing the flush
 //! done), never on fixed sleeps.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopemon");
+use common::BIN;
 
 struct Server {
     child: Child,
@@ -27,26 +28,7 @@ impl Server {
 
     /// Starts with its log (stderr) going to `log`.
     fn start_logging(dir: &Path, log: Stdio) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(dir.join("scopemon.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn scopemon");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let base = line
-            .trim()
-            .strip_prefix("scopemon listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, base) = common::spawn_serve(dir, log);
         Server { child, base }
     }
 

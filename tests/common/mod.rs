@@ -161,3 +161,35 @@ impl Http {
         (status, v)
     }
 }
+
+/// The `scopemon` binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_scopemon");
+
+/// Starts the real daemon, `scopemon serve --listen 127.0.0.1:0`, with the
+/// config file `dir/scopemon.toml` and the data dir `dir/data`, its log
+/// going to `log`; waits for its one line on stdout and returns the child
+/// and its base URL (`http://127.0.0.1:<port>`).
+pub fn spawn_serve(dir: &Path, log: std::process::Stdio) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("scopemon.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn scopemon");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
+    let base = line
+        .trim()
+        .strip_prefix("scopemon listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, base)
+}
