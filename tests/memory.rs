@@ -9,7 +9,6 @@ mod common;
 
 use common::Http;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
