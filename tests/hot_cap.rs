@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use common::T0;
-use scopemon::{Config, Kind, ManualClock, Monitor, QuerySpec, Tags, Window};
+use scopemon::{Config, Kind, ManualClock, Monitor};
 
 /// An engine with a 1 MiB cap and no background threads: the test decides
 /// when woken tasks run (`run_due_tasks`).
@@ -23,21 +23,9 @@ fn capped(dir: &std::path::Path, clock: &ManualClock) -> Monitor {
     common::open_with(c, clock)
 }
 
-/// Samples of `metric` over every series, from the query API.
+/// Latency samples of `metric` in `prod`, every series merged.
 fn count(m: &Monitor, metric: &str) -> u64 {
-    let spec = QuerySpec {
-        namespace: "prod".into(),
-        metric: metric.into(),
-        kind: Kind::Latency,
-        window: Window::Range,
-        from: T0 - 10 * 60_000,
-        to: T0 + 10 * 60_000,
-        tags: Tags::empty(),
-    };
-    m.query(&spec)
-        .ok()
-        .and_then(|r| r.points.first().map(|p| p.count))
-        .unwrap_or(0)
+    common::count(m, "prod", metric, Kind::Latency)
 }
 
 /// Records one latency into series `host=<i>` (a new bucket per series, so

@@ -20,26 +20,12 @@ use serde_json::{Value, json};
 use common::{T0, open_with_memory, reading};
 use scopemon::{
     CgroupMemory, CleanupError, CleanupTrigger, Config, Kind, ManualClock, ManualMemory,
-    MemoryCleanup, Monitor, PressureLevel, QuerySpec, Tags, Window,
+    MemoryCleanup, Monitor, PressureLevel,
 };
 
 use PressureLevel::{Critical, High, Low, Medium};
 
-fn count(m: &Monitor, ns: &str, metric: &str, kind: Kind) -> u64 {
-    let spec = QuerySpec {
-        namespace: ns.into(),
-        metric: metric.into(),
-        kind,
-        window: Window::Range,
-        from: T0 - 10 * 60_000,
-        to: T0 + 10 * 60_000,
-        tags: Tags::empty(),
-    };
-    m.query(&spec)
-        .ok()
-        .and_then(|r| r.points.first().map(|p| p.count))
-        .unwrap_or(0)
-}
+use common::count;
 
 /// Sets the process's resident bytes, moves the clock one check interval
 /// and runs what is due (the `memory` task among them).

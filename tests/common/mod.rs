@@ -193,3 +193,21 @@ pub fn spawn_serve(dir: &Path, log: std::process::Stdio) -> (std::process::Child
         .to_owned();
     (child, base)
 }
+
+/// Samples of `metric` (every series merged) within ten minutes of [`T0`],
+/// from the query API; 0 when there are none.
+pub fn count(m: &Monitor, ns: &str, metric: &str, kind: scopemon::Kind) -> u64 {
+    let spec = scopemon::QuerySpec {
+        namespace: ns.into(),
+        metric: metric.into(),
+        kind,
+        window: scopemon::Window::Range,
+        from: T0 - 10 * 60_000,
+        to: T0 + 10 * 60_000,
+        tags: scopemon::Tags::empty(),
+    };
+    m.query(&spec)
+        .ok()
+        .and_then(|r| r.points.first().map(|p| p.count))
+        .unwrap_or(0)
+}
