@@ -198,6 +198,8 @@ pub struct StorageConfig {
     pub flush_interval: Duration,
     /// Most series one namespace may hold.
     pub series_limit_per_namespace: usize,
+    /// Most series across all namespaces.
+    pub series_limit: usize,
     /// Histogram significant digits: 2 (≤ 1 % error) or 3 (≤ 0.1 %).
     pub histogram_precision: u8,
     /// How often the online compactor applies retention.
@@ -218,6 +220,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             flush_interval: Duration::from_secs(5),
             series_limit_per_namespace: 10_000,
+            series_limit: 100_000,
             histogram_precision: 2,
             compact_interval: Duration::from_secs(600),
             max_hot_bytes: 256 << 20,
@@ -559,6 +562,9 @@ impl Config {
             return Err(Error::Config(
                 "storage.max_hot_bytes must be at least 1MiB".into(),
             ));
+        }
+        if self.storage.series_limit == 0 {
+            return Err(Error::Config("storage.series_limit must be > 0".into()));
         }
         if self.storage.series_limit_per_namespace == 0 {
             return Err(Error::Config(

@@ -44,6 +44,14 @@ pub enum Error {
         /// Its limit.
         limit: usize,
     },
+    /// The sample would create a series past the limit across namespaces.
+    #[error(
+        "the store already holds {limit} series across all namespaces (storage.series_limit); reuse existing tags or raise the limit"
+    )]
+    TotalSeriesLimitExceeded {
+        /// The limit.
+        limit: usize,
+    },
     /// Timestamp older than the namespace's longest retention.
     #[error(
         "timestamp {} is older than namespace {namespace:?}'s longest retention ({}); it would be deleted at once",
@@ -216,7 +224,9 @@ impl Error {
             Error::InvalidValue(_) => "invalid_value",
             Error::ValueOutOfRange(_) => "value_out_of_range",
             Error::InvalidSample(_) => "invalid_sample",
-            Error::SeriesLimitExceeded { .. } => "series_limit_exceeded",
+            Error::SeriesLimitExceeded { .. } | Error::TotalSeriesLimitExceeded { .. } => {
+                "series_limit_exceeded"
+            }
             Error::OutsideRetention { .. } => "outside_retention",
             Error::TimestampInFuture { .. } => "timestamp_in_future",
             Error::InvalidParameter(_) => "invalid_parameter",

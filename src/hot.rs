@@ -330,6 +330,11 @@ pub struct Registry {
     next_id: AtomicU64,
     hasher: foldhash::fast::FixedState,
     series_limit: usize,
+    /// Most series across every namespace (`storage.series_limit`).
+    total_limit: usize,
+    /// Series known, across every namespace (guarded by `per_namespace`'s
+    /// lock on the creation path, so the two counts never disagree).
+    total: AtomicUsize,
     precision: Precision,
     /// Start of the minute hot-path handles record into; kept current by the
     /// engine (the flusher thread and every clock read).
@@ -349,6 +354,8 @@ impl Registry {
             next_id: AtomicU64::new(1),
             hasher: foldhash::fast::FixedState::with_seed(0x05c0_9e40),
             series_limit,
+            total_limit: usize::MAX,
+            total: AtomicUsize::new(0),
             precision,
             current_minute: Arc::new(AtomicI64::new(Resolution::Minute.align(now_ms))),
             budget: Arc::new(HotBudget {
@@ -356,6 +363,13 @@ impl Registry {
                 ..HotBudget::default()
             }),
         }
+    }
+
+    /// Caps the series of all namespaces together (`storage.series_limit`);
+    /// series loaded from the store always load, even past it.
+    pub fn with_total_limit(mut self, limit: usize) -> Registry {
+        self.total_limit = limit;
+        self
     }
 
     /// Histogram precision of every series.
@@ -435,6 +449,12 @@ impl Registry {
         }
         {
             let mut counts = self.per_namespace.lock();
+            let total = self.total.load(Ordering::Relaxed);
+            if total >= self.total_limit {
+                return Err(Error::TotalSeriesLimitExceeded {
+                    limit: self.total_limit,
+                });
+            }
             let n = counts.entry(key.namespace.clone()).or_insert(0);
             if *n >= self.series_limit {
                 return Err(Error::SeriesLimitExceeded {
@@ -443,6 +463,7 @@ impl Registry {
                 });
             }
             *n += 1;
+            self.total.store(total + 1, Ordering::Relaxed);
         }
         let minute = Resolution::Minute.align(now_ms);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -457,11 +478,11 @@ impl Registry {
     /// stored series always load, even past a lowered limit).
     pub fn insert_loaded(&self, id: u64, key: SeriesKey, first_seen: i64, last_seen: i64) {
         self.next_id.fetch_max(id + 1, Ordering::Relaxed);
-        *self
-            .per_namespace
-            .lock()
-            .entry(key.namespace.clone())
-            .or_insert(0) += 1;
+        {
+            let mut counts = self.per_namespace.lock();
+            *counts.entry(key.namespace.clone()).or_insert(0) += 1;
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
         let tags: Vec<(&str, &str)> = key
             .tags
             .pairs()
@@ -691,6 +712,21 @@ mod tests {
             .unwrap();
         assert_ne!(a.id(), c.id());
         assert_eq!(r.select("ns", "m", Kind::Latency, &Tags::empty()).len(), 2);
+    }
+
+    #[test]
+    fn the_total_limit_spans_namespaces() {
+        let r = Registry::new(10, Precision::DEFAULT, 0).with_total_limit(3);
+        for ns in ["a", "b", "c"] {
+            r.get_or_create(ns, Kind::Latency, "m", &[], 0).unwrap();
+        }
+        let e = r
+            .get_or_create("d", Kind::Latency, "m", &[], 0)
+            .unwrap_err();
+        assert_eq!(e.code(), "series_limit_exceeded");
+        assert!(e.to_string().contains("storage.series_limit"), "{e}");
+        // existing series still record
+        r.get_or_create("a", Kind::Latency, "m", &[], 0).unwrap();
     }
 
     #[test]

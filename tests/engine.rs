@@ -313,3 +313,21 @@ fn background_tasks_follow_the_manual_clock() {
         "the flushed sample is stored"
     );
 }
+
+/// `storage.series_limit` caps series across namespaces (each namespace is
+/// also capped by `series_limit_per_namespace`): past it a new series is
+/// refused per sample, existing ones keep recording.
+#[test]
+fn the_global_series_limit_spans_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut c = Config::with_data_dir(dir.path());
+    c.storage.series_limit = 2;
+    let m = common::open_with(c, &clock);
+    let d = Duration::from_micros(100);
+    m.record_latency("a", "m", d, &[]).unwrap();
+    m.record_latency("b", "m", d, &[]).unwrap();
+    let e = m.record_latency("c", "m", d, &[]).unwrap_err();
+    assert_eq!(e.code(), "series_limit_exceeded");
+    m.record_latency("a", "m", d, &[]).unwrap();
+}

@@ -94,7 +94,8 @@ impl Engine {
             config.storage.series_limit_per_namespace,
             config.precision(),
             clock.now_ms(),
-        );
+        )
+        .with_total_limit(config.storage.series_limit);
         for (id, rec) in store.load_series()? {
             registry.insert_loaded(id, rec.key, rec.first_seen, rec.last_seen);
         }
