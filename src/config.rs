@@ -175,6 +175,16 @@ pub struct ServerConfig {
     /// Largest accepted request body.
     #[serde(deserialize_with = "de_size")]
     pub max_body_size: u64,
+    /// A connection that does not send a request's whole head within this
+    /// is closed: it bounds slow headers and idle keep-alive connections.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    /// A request not answered within this gets `408 request_timeout`
+    /// (slow bodies included).
+    #[serde(deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -183,6 +193,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9797)),
             token: None,
             max_body_size: 8 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -561,6 +574,14 @@ impl Config {
         if self.storage.max_hot_bytes < 1 << 20 {
             return Err(Error::Config(
                 "storage.max_hot_bytes must be at least 1MiB".into(),
+            ));
+        }
+        let s = &self.server;
+        if s.header_read_timeout.is_zero() || s.request_timeout.is_zero() || s.max_connections == 0
+        {
+            return Err(Error::Config(
+                "server.header_read_timeout, request_timeout and max_connections must be > 0"
+                    .into(),
             ));
         }
         if self.storage.series_limit == 0 {

@@ -23,6 +23,7 @@ mod alerts;
 mod baseline;
 mod clock;
 mod config;
+mod connections;
 mod error;
 mod health;
 mod hot;

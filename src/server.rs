@@ -82,6 +82,7 @@ pub async fn run(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     config.validate()?;
+    crate::connections::raise_fd_limit();
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -116,15 +117,12 @@ pub async fn run(
     let api = crate::http::router_with(health.clone(), infra.clone());
     let app = crate::instrument::instrument_router(api, monitor.clone(), infra)
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    crate::connections::serve(listener, app, &config.server, shutdown).await;
     health.stop().await;
     let closing = monitor.clone();
     let closed = tokio::task::spawn_blocking(move || closing.close())
         .await
         .map_err(|e| Error::Internal(format!("the final flush failed: {e}")))?;
-    served?;
     closed?;
     tracing::info!("all data flushed; bye");
     Ok(())

@@ -172,11 +172,17 @@ pub fn router_with(health: HealthAggregator, infra: crate::protection::Infrastru
             require_token,
         ));
     }
+    // Inside the error layer, so a timeout answers the JSON 408.
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        state.monitor.config().server.request_timeout,
+    );
     Router::new()
         .merge(v1)
         .merge(health::routes())
         .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(errors::not_found)
+        .layer(timeout)
         .layer(middleware::from_fn(errors::json_errors))
         .layer(middleware::from_fn(errors::limits))
         .layer(errors::catch_panic())
