@@ -50,6 +50,7 @@ pub(super) const ROUTES: &[&str] = &[
     "/v1/services/{name}/heartbeat",
     "/v1/memory",
     "/v1/memory/cleanup",
+    "/v1/protection",
     "/metrics",
     "/livez",
     "/readyz",

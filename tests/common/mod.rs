@@ -123,6 +123,11 @@ impl Http {
         }
     }
 
+    /// The server's base URL (`http://127.0.0.1:<port>`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// POSTs JSON: status, `Retry-After`, body.
     pub fn post_with_retry(
         &self,
