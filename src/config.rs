@@ -562,18 +562,39 @@ impl Config {
         c
     }
 
-    /// Checks values serde cannot.
+    /// Checks values serde cannot, section by section.
     pub fn validate(&self) -> Result<()> {
-        Precision::new(self.storage.histogram_precision)?;
-        if self.storage.flush_interval.is_zero() {
+        self.validate_storage_and_server()?;
+        self.validate_retention()?;
+        self.validate_baseline_and_alerts()?;
+        self.health.validate()?;
+        self.validate_memory()?;
+        for (key, p) in &self.protection {
+            p.validate(key)?;
+        }
+        Ok(())
+    }
+
+    fn validate_storage_and_server(&self) -> Result<()> {
+        let st = &self.storage;
+        Precision::new(st.histogram_precision)?;
+        if st.flush_interval.is_zero() {
             return Err(Error::Config("storage.flush_interval must be > 0".into()));
         }
-        if self.storage.compact_interval.is_zero() {
+        if st.compact_interval.is_zero() {
             return Err(Error::Config("storage.compact_interval must be > 0".into()));
         }
-        if self.storage.max_hot_bytes < 1 << 20 {
+        if st.max_hot_bytes < 1 << 20 {
             return Err(Error::Config(
                 "storage.max_hot_bytes must be at least 1MiB".into(),
+            ));
+        }
+        if st.series_limit == 0 {
+            return Err(Error::Config("storage.series_limit must be > 0".into()));
+        }
+        if st.series_limit_per_namespace == 0 {
+            return Err(Error::Config(
+                "storage.series_limit_per_namespace must be > 0".into(),
             ));
         }
         let s = &self.server;
@@ -584,14 +605,10 @@ impl Config {
                     .into(),
             ));
         }
-        if self.storage.series_limit == 0 {
-            return Err(Error::Config("storage.series_limit must be > 0".into()));
-        }
-        if self.storage.series_limit_per_namespace == 0 {
-            return Err(Error::Config(
-                "storage.series_limit_per_namespace must be > 0".into(),
-            ));
-        }
+        Ok(())
+    }
+
+    fn validate_retention(&self) -> Result<()> {
         validate_rule(&self.retention.default)?;
         self.retention_for("").check_order()?;
         for (ns, rule) in &self.retention.namespaces {
@@ -603,6 +620,10 @@ impl Config {
                 .check_order()
                 .map_err(|e| Error::Config(format!("retention.namespaces.{ns:?}: {e}")))?;
         }
+        Ok(())
+    }
+
+    fn validate_baseline_and_alerts(&self) -> Result<()> {
         let b = &self.baseline;
         if b.window.is_zero() || b.recompute_interval.is_zero() || b.min_buckets == 0 {
             return Err(Error::Config(
@@ -624,7 +645,10 @@ impl Config {
         if self.alerts.webhook_attempts == 0 {
             return Err(Error::Config("alerts.webhook_attempts must be >= 1".into()));
         }
-        self.health.validate()?;
+        Ok(())
+    }
+
+    fn validate_memory(&self) -> Result<()> {
         let m = &self.memory;
         if !(0.0 < m.medium && m.medium < m.high && m.high < m.critical && m.critical <= 1.0) {
             return Err(Error::Config(
@@ -640,9 +664,6 @@ impl Config {
             return Err(Error::Config(
                 "memory.check_interval and memory.budget must be > 0".into(),
             ));
-        }
-        for (key, p) in &self.protection {
-            p.validate(key)?;
         }
         Ok(())
     }
