@@ -337,7 +337,7 @@ pub struct Registry {
     total: AtomicUsize,
     precision: Precision,
     /// Start of the minute hot-path handles record into; kept current by the
-    /// engine (the flusher thread and every clock read).
+    /// engine (the `minute` background task and every clock read).
     current_minute: Arc<AtomicI64>,
     budget: Arc<HotBudget>,
 }

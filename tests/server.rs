@@ -375,15 +375,16 @@ fn bad_input_gets_codes_and_the_rest_is_stored() {
     assert_eq!((st, r["points"].as_array().map(Vec::len)), (200, Some(0)));
 }
 
+/// A 200 ms flush and a namespace "tmp" that keeps minutes and hours an
+/// hour and days a day: samples a few hours old leave their minute and
+/// hour buckets but stay in their day.
+const TMP_RETENTION: &str = "[storage]\nflush_interval = \"200ms\"\n\
+     [retention.namespaces.\"tmp\"]\nminute = \"1h\"\nhour = \"1h\"\nday = \"1d\"\n";
+
 #[test]
 fn retention_over_http_and_offline_compaction() {
     let (dir, data) = setup();
-    std::fs::write(
-        dir.path().join("scopemon.toml"),
-        "[storage]\nflush_interval = \"200ms\"\n\
-         [retention.namespaces.\"tmp\"]\nminute = \"1h\"\nhour = \"1h\"\nday = \"1d\"\n",
-    )
-    .expect("config");
+    std::fs::write(dir.path().join("scopemon.toml"), TMP_RETENTION).expect("config");
     let mut s = Server::start(dir.path());
     let (st, r) = s.get("/v1/namespaces/tmp/retention");
     assert_eq!(
@@ -771,12 +772,7 @@ fn absurd_query_times_are_refused_and_logs_in_files_have_no_colour() {
 #[test]
 fn compaction_dry_run_and_strict_parameters_over_http() {
     let (dir, _data) = setup();
-    std::fs::write(
-        dir.path().join("scopemon.toml"),
-        "[storage]\nflush_interval = \"200ms\"\n\
-         [retention.namespaces.\"tmp\"]\nminute = \"1h\"\nhour = \"1h\"\nday = \"1d\"\n",
-    )
-    .expect("config");
+    std::fs::write(dir.path().join("scopemon.toml"), TMP_RETENTION).expect("config");
     let mut s = Server::start(dir.path());
     let t = now_ms() - 3 * 3_600_000;
     let old: Vec<Value> = (0..120)
