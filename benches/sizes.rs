@@ -2,9 +2,15 @@
 //! 1. hot bytes per active series, per kind (engine figure and the heap
 //!    actually allocated, counted by a global allocator wrapper);
 //! 2. file bytes per series-minute at 60 and at 1,000 samples per minute;
-//! 3. the file for 30 days of one latency series at 1,000 samples/minute.
+//! 3. the file for 30 days of one latency series at 1,000 samples/minute;
+//! 4. hot bucket forms: bytes per bucket and ns per sample, sparse and
+//!    dense, at 1 to 10,000 samples per bucket.
 //!
-//! Run: `cargo bench --bench sizes`
+//! Record sizes are shown next to what the version-1 encoding (before
+//! issue 8) would take for the same statistics.
+//!
+//! Run: `cargo bench --bench sizes` (all), or name sections:
+//! `cargo bench --bench sizes -- hot-forms per-series-minute thirty-days hot-memory`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
@@ -145,8 +151,8 @@ struct TableFigures {
     name: &'static str,
     records: u64,
     value_bytes: u64,
-    /// Value bytes had every record been encoded V2+deflate.
-    deflate_bytes: u64,
+    /// Value bytes had every record been encoded as version 1.
+    v1_bytes: u64,
 }
 
 struct FileFigures {
@@ -183,7 +189,7 @@ fn table_figures(
     let t = rtx.open_table(def).expect("table");
     let mut codec = Codec::new();
     let mut buf = Vec::new();
-    let (mut records, mut value_bytes, mut deflate_bytes) = (0, 0, 0);
+    let (mut records, mut value_bytes, mut v1_bytes) = (0, 0, 0);
     for e in t.iter().expect("iter") {
         let (k, v) = e.expect("entry");
         if !ids.contains(&k.value().0) {
@@ -193,16 +199,17 @@ fn table_figures(
         records += 1;
         value_bytes += v.len() as u64;
         let rec = codec.decode(v).expect("decode");
+        // Version 1 compressed minute records only.
         codec
-            .encode(&rec.stats, rec.first, rec.last, true, &mut buf)
+            .encode_v1(&rec.stats, rec.first, rec.last, name == "minute", &mut buf)
             .expect("encode");
-        deflate_bytes += buf.len() as u64;
+        v1_bytes += buf.len() as u64;
     }
     TableFigures {
         name,
         records,
         value_bytes,
-        deflate_bytes,
+        v1_bytes,
     }
 }
 
@@ -370,7 +377,7 @@ fn per_series_minute() {
         "## File bytes per series-minute ({SERIES_N} series × {MINUTES} minutes, lognormal latencies median 800 µs σ=1)\n"
     );
     println!(
-        "| samples/min | write+flush+rollup time | file raw | file compacted | compacted / series-minute | avg minute record | avg hour record | avg day record | avg minute record if V2+deflate |"
+        "| samples/min | write+flush+rollup time | file raw | file compacted | compacted / series-minute | avg minute record | avg hour record | avg day record | avg minute record as version 1 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for per_minute in [60usize, 1_000] {
@@ -390,7 +397,7 @@ fn per_series_minute() {
             avg(&f.tables[0]),
             avg(&f.tables[1]),
             avg(&f.tables[2]),
-            f.tables[0].deflate_bytes as f64 / f.tables[0].records as f64,
+            f.tables[0].v1_bytes as f64 / f.tables[0].records as f64,
         );
     }
     println!();
@@ -420,12 +427,12 @@ fn thirty_days() {
     println!("| file after redb compact | {} |", kib(f.compacted as f64));
     for t in &f.tables {
         println!(
-            "| {} records | {} ({} of values, avg {:.0} B; V2+deflate would be avg {:.0} B) |",
+            "| {} records | {} ({} of values, avg {:.0} B; version 1 would be avg {:.0} B) |",
             t.name,
             t.records,
             kib(t.value_bytes as f64),
             t.value_bytes as f64 / t.records.max(1) as f64,
-            t.deflate_bytes as f64 / t.records.max(1) as f64,
+            t.v1_bytes as f64 / t.records.max(1) as f64,
         );
     }
     println!(
@@ -452,11 +459,82 @@ fn stats_series(dir: &Path) -> usize {
         .count()
 }
 
+// ------------------------------------------------------------ hot forms
+
+/// Bytes per bucket and ns per sample of the two hot forms at `n`
+/// samples per bucket (log-normal µs, µ 7.3 σ 0.8, as the backfill load):
+/// enough buckets of each size for ~2 M samples, timed from opening each
+/// bucket (a dense one allocates and zeroes its array) to its last sample.
+fn hot_forms() {
+    use scopemon::Precision;
+    use scopemon::internals::Stats;
+    println!("## Hot bucket forms (latency, 2 digits; log-normal µs, µ 7.3 σ 0.8)\n");
+    println!(
+        "| samples / bucket | sparse: bytes / bucket | dense: bytes / bucket | sparse buckets still sparse | sparse ns / sample | dense ns / sample |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut rng = Rng(0x51ab_1e5e_ed00_0001);
+    for n in [1usize, 10, 40, 100, 1_000, 10_000] {
+        let buckets = (2_000_000 / n).clamp(20, 20_000);
+        let values: Vec<u64> = (0..n * buckets)
+            .map(|_| (rng.lognormal(7.3f64.exp(), 0.8).round() as u64).clamp(1, 3_600_000_000))
+            .collect();
+        let mut row = Vec::new();
+        let mut still_sparse = 0;
+        for sparse in [true, false] {
+            let before = live();
+            let t = Instant::now();
+            let kept: Vec<Stats> = values
+                .chunks(n)
+                .map(|chunk| {
+                    let mut s = if sparse {
+                        Stats::new_sparse(Kind::Latency, Precision::DEFAULT)
+                    } else {
+                        Stats::new(Kind::Latency, Precision::DEFAULT)
+                    };
+                    for &v in chunk {
+                        s.record_scaled(v, v as f64, false);
+                    }
+                    s
+                })
+                .collect();
+            let ns = t.elapsed().as_nanos() as f64 / values.len() as f64;
+            let heap = (live() - before) as f64 / buckets as f64;
+            let counted = kept.iter().map(Stats::heap_bytes).sum::<usize>() as f64 / buckets as f64;
+            if sparse {
+                still_sparse = kept.iter().filter(|s| s.is_sparse()).count();
+            }
+            // heap_bytes counts the struct itself, held inline in a hot bucket
+            row.push((counted, heap, ns));
+            drop(kept);
+        }
+        println!(
+            "| {n} | {:.0} (heap {:.0}) | {:.0} (heap {:.0}) | {still_sparse} of {buckets} | {:.1} | {:.1} |",
+            row[0].0, row[0].1, row[1].0, row[1].1, row[0].2, row[1].2
+        );
+    }
+    println!();
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
+    // `cargo bench` passes `--bench`; other arguments name sections.
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| picked.is_empty() || picked.iter().any(|p| p == name);
     let started = Instant::now();
-    hot_memory();
-    per_series_minute();
-    thirty_days();
+    if run("hot-forms") {
+        hot_forms();
+    }
+    if run("hot-memory") {
+        hot_memory();
+    }
+    if run("per-series-minute") {
+        per_series_minute();
+    }
+    if run("thirty-days") {
+        thirty_days();
+    }
     println!("(total run {:.1} s)", started.elapsed().as_secs_f64());
 }

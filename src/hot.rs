@@ -168,7 +168,13 @@ impl Series {
             }) if *m == minute => s,
             _ => self.open_bucket(&mut st, minute),
         };
-        stats.record_scaled(scaled, value, error);
+        let grown = stats.record_scaled(scaled, value, error);
+        if grown > 0 {
+            // A sparse histogram grew or became dense: counted under the
+            // series lock, so a flush releasing these stats never
+            // subtracts bytes not yet added.
+            self.budget.add(grown);
+        }
         drop(st);
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
@@ -178,26 +184,27 @@ impl Series {
     /// Slow path: finds or creates the live stats of `minute`.
     #[cold]
     fn open_bucket<'a>(&self, st: &'a mut HotState, minute: i64) -> &'a mut Stats {
-        let idx = match st.buckets.iter().position(|b| b.minute == minute) {
-            Some(i) => i,
-            None => {
-                st.buckets.push(HotBucket {
-                    minute,
-                    live: None,
-                    inflight: None,
-                });
-                st.buckets.sort_by_key(|b| b.minute);
-                st.buckets
-                    .iter()
-                    .position(|b| b.minute == minute)
-                    .unwrap_or(0)
+        // Buckets are kept sorted by minute: a backfill holds a day of them.
+        let idx = match st.buckets.binary_search_by_key(&minute, |b| b.minute) {
+            Ok(i) => i,
+            Err(i) => {
+                st.buckets.insert(
+                    i,
+                    HotBucket {
+                        minute,
+                        live: None,
+                        inflight: None,
+                    },
+                );
+                i
             }
         };
         self.first_seen.fetch_min(minute, Ordering::Relaxed);
         self.last_seen.fetch_max(minute, Ordering::Relaxed);
         let bucket = &mut st.buckets[idx];
         bucket.live.get_or_insert_with(|| {
-            let s = Stats::new(self.key.kind, self.precision);
+            // Sparse: a bucket's bytes follow its samples (see `stats`).
+            let s = Stats::new_sparse(self.key.kind, self.precision);
             self.budget.add(s.heap_bytes());
             s
         })
@@ -222,10 +229,21 @@ impl Series {
             let pending = match (b.live.take(), b.inflight.take()) {
                 (Some(live), None) => Arc::new(live),
                 (Some(live), Some(prev)) => {
+                    let counted = prev.heap_bytes() + live.heap_bytes();
                     let mut merged = Arc::unwrap_or_clone(prev);
-                    let freed = live.heap_bytes();
-                    merged.merge(&live)?;
-                    self.release_bytes(freed);
+                    if let Err(e) = merged.merge(&live) {
+                        // Both are dropped with the error.
+                        self.release_bytes(counted);
+                        return Err(e);
+                    }
+                    // The merged stats may be larger (sparse became dense)
+                    // or smaller (a sparse merge fits its entries exactly).
+                    let now = merged.heap_bytes();
+                    if now > counted {
+                        self.budget.add(now - counted);
+                    } else {
+                        self.release_bytes(counted - now);
+                    }
                     Arc::new(merged)
                 }
                 (None, Some(prev)) => prev,
@@ -248,7 +266,7 @@ impl Series {
     /// the bucket once nothing is left in it.
     pub(crate) fn finish_flush(&self, minute: i64, written: &Arc<Stats>, _gate: &GateWrite<'_>) {
         let mut st = self.state.lock();
-        let Some(i) = st.buckets.iter().position(|b| b.minute == minute) else {
+        let Ok(i) = st.buckets.binary_search_by_key(&minute, |b| b.minute) else {
             return;
         };
         let b = &mut st.buckets[i];
@@ -752,6 +770,52 @@ mod tests {
                 .code(),
             "invalid_name"
         );
+    }
+
+    /// What `hot_bytes` should be: every stats a hot bucket holds.
+    fn held(s: &Series) -> usize {
+        let st = s.state.lock();
+        st.buckets
+            .iter()
+            .map(|b| {
+                b.live.as_ref().map_or(0, Stats::heap_bytes)
+                    + b.inflight.as_ref().map_or(0, |x| x.heap_bytes())
+            })
+            .sum()
+    }
+
+    #[test]
+    fn hot_bytes_follow_sparse_growth_conversion_and_flush_exactly() {
+        let r = Registry::new(10, Precision::DEFAULT, 0);
+        let s = r.get_or_create("ns", Kind::Latency, "m", &[], 0).unwrap();
+        let m = crate::model::MINUTE_MS;
+        // A backfill: many minutes with a few samples, one with many
+        // distinct values (it converts to dense part way through).
+        for i in 0..5_000u64 {
+            let minute = (i as i64 % 50) * m;
+            s.record(minute, 1 + i % 40, 1.0, false);
+            s.record(7 * m, 10 + i * 7, 1.0, false);
+        }
+        assert_eq!(r.hot_bytes(), held(&s));
+        assert!(r.hot_bytes() < 200 * 1024, "{}", r.hot_bytes());
+        // taken (inflight), more recorded (live), the commit fails, taken
+        // again: live merges into inflight
+        let taken = s.take_for_flush().unwrap();
+        for i in 0..300u64 {
+            s.record((i as i64 % 60) * m, 5 + i, 1.0, false);
+        }
+        assert_eq!(r.hot_bytes(), held(&s));
+        drop(taken);
+        s.flush_failed();
+        let taken = s.take_for_flush().unwrap();
+        assert_eq!(r.hot_bytes(), held(&s));
+        let gate = CommitGate::default();
+        let w = gate.write();
+        for (minute, stats) in &taken {
+            s.finish_flush(*minute, stats, &w);
+        }
+        assert_eq!(r.hot_bytes(), 0);
+        assert!(!s.is_hot());
     }
 
     #[test]

@@ -1,13 +1,23 @@
-//! One bucket's statistics: an HdrHistogram of scaled values plus the exact
+//! One bucket's statistics: a histogram of scaled values plus the exact
 //! sum, min, max and error count; and the [`Point`] computed from it.
 //!
-//! Invariant: `hist.len()` is the sample count, and `min`/`max`/`sum` are
-//! over the unscaled values of exactly those samples (min/max are `NaN`-free
-//! and meaningful only when the count is non-zero).
+//! The histogram has two forms sharing HdrHistogram's bucket indexing
+//! ([`sparse::Layout`]): dense (the crate's `Histogram<u64>`, ~26 KiB at
+//! 2 digits whatever it holds) and sparse (sorted (index, count) pairs,
+//! 8 bytes per distinct bucket). Hot buckets start sparse
+//! ([`Stats::new_sparse`]) and become dense once the sparse form would need
+//! more bytes than the dense one, or more than [`sparse::SPEED_CAP`]
+//! entries; a conversion never goes back. Both forms count the same
+//! samples at the same indexes, so counts and quantiles are identical.
+//!
+//! Invariant: the histogram's total is the sample count, and
+//! `min`/`max`/`sum` are over the unscaled values of exactly those samples
+//! (min/max are `NaN`-free and meaningful only when the count is non-zero).
 //!
 //! [`Aggregation`] names one field of a [`Point`]; thresholds and baselines
 //! parse it once (from its snake_case name) and read points through it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -16,6 +26,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::model::{Kind, format_ts};
+
+pub(crate) mod sparse;
+
+use sparse::{Layout, Sparse};
 
 /// Significant decimal digits of the histograms, validated to 1..=5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +56,33 @@ impl Precision {
     }
 }
 
+/// A bucket's histogram, in one of its two forms.
+#[derive(Debug, Clone)]
+pub(crate) enum Hist {
+    /// The crate's histogram.
+    Dense(Histogram<u64>),
+    /// Sorted (index, count) pairs of the same indexing.
+    Sparse(Sparse),
+}
+
+/// Equal when they count the same samples at the same indexes, whatever
+/// their forms.
+impl PartialEq for Hist {
+    fn eq(&self, other: &Hist) -> bool {
+        match (self, other) {
+            (Hist::Sparse(a), Hist::Sparse(b)) => a == b,
+            (Hist::Dense(a), Hist::Dense(b)) => a == b,
+            (Hist::Sparse(a), Hist::Dense(b)) | (Hist::Dense(b), Hist::Sparse(a)) => {
+                a.to_dense() == *b
+            }
+        }
+    }
+}
+
 /// Bucket statistics of one kind.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    pub(crate) hist: Histogram<u64>,
+    pub(crate) hist: Hist,
     pub(crate) sum: f64,
     pub(crate) min: f64,
     pub(crate) max: f64,
@@ -60,8 +97,15 @@ pub fn new_histogram(kind: Kind, precision: Precision) -> Histogram<u64> {
         .expect("kind bounds and validated precision are always a valid histogram")
 }
 
+/// The layout of `kind`'s histograms at `precision`.
+pub(crate) fn layout(kind: Kind, precision: Precision) -> Layout {
+    // Cannot fail: the same bounds as `new_histogram`.
+    Layout::new(1, kind.max_scaled(), precision.digits())
+        .expect("kind bounds and validated precision are always a valid layout")
+}
+
 impl Stats {
-    /// Empty statistics.
+    /// Empty statistics, dense (accumulators that take many records).
     pub fn new(kind: Kind, precision: Precision) -> Stats {
         Stats::from_parts(
             new_histogram(kind, precision),
@@ -72,6 +116,22 @@ impl Stats {
         )
     }
 
+    /// Empty statistics, sparse: no allocation until the first sample, then
+    /// bytes that follow the distinct buckets recorded (hot buckets).
+    pub fn new_sparse(kind: Kind, precision: Precision) -> Stats {
+        Stats::with_hist(Hist::Sparse(Sparse::new(layout(kind, precision))))
+    }
+
+    fn with_hist(hist: Hist) -> Stats {
+        Stats {
+            hist,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            errors: 0,
+        }
+    }
+
     pub(crate) fn from_parts(
         hist: Histogram<u64>,
         sum: f64,
@@ -79,6 +139,10 @@ impl Stats {
         max: f64,
         errors: u64,
     ) -> Stats {
+        Stats::from_hist(Hist::Dense(hist), sum, min, max, errors)
+    }
+
+    pub(crate) fn from_hist(hist: Hist, sum: f64, min: f64, max: f64, errors: u64) -> Stats {
         Stats {
             hist,
             sum,
@@ -91,14 +155,33 @@ impl Stats {
     /// Number of samples.
     #[inline]
     pub fn count(&self) -> u64 {
-        self.hist.len()
+        match &self.hist {
+            Hist::Dense(h) => h.len(),
+            Hist::Sparse(s) => s.total(),
+        }
     }
 
-    /// Records one sample already validated and scaled by [`Kind::scale_value`].
+    /// Whether the histogram is in its sparse form.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.hist, Hist::Sparse(_))
+    }
+
+    /// Records one sample already validated and scaled by
+    /// [`Kind::scale_value`]. Returns the heap bytes this added (0 unless
+    /// a sparse histogram grew or became dense), for hot-memory accounting.
     #[inline]
-    pub fn record_scaled(&mut self, scaled: u64, value: f64, error: bool) {
-        // The value was range-checked against the kind, so this never clamps.
-        self.hist.saturating_record(scaled);
+    pub fn record_scaled(&mut self, scaled: u64, value: f64, error: bool) -> usize {
+        let grown = match &mut self.hist {
+            // The value was range-checked against the kind, so this never clamps.
+            Hist::Dense(h) => {
+                h.saturating_record(scaled);
+                0
+            }
+            Hist::Sparse(s) => match s.record(scaled) {
+                Some(grown) => grown,
+                None => self.record_densified(scaled),
+            },
+        };
         self.sum += value;
         if value < self.min {
             self.min = value;
@@ -107,17 +190,96 @@ impl Stats {
             self.max = value;
         }
         self.errors += u64::from(error);
+        grown
     }
 
-    /// Adds `other` into `self` (lossless histogram merge).
+    /// The sparse form is full: converts to dense, then records.
+    #[cold]
+    fn record_densified(&mut self, scaled: u64) -> usize {
+        let before = self.heap_bytes();
+        let h = self.dense_mut();
+        h.saturating_record(scaled);
+        self.heap_bytes() - before
+    }
+
+    /// The dense histogram, converting a sparse one first (for good).
+    pub(crate) fn dense_mut(&mut self) -> &mut Histogram<u64> {
+        if let Hist::Sparse(s) = &self.hist {
+            self.hist = Hist::Dense(s.to_dense());
+        }
+        match &mut self.hist {
+            Hist::Dense(h) => h,
+            // Just converted.
+            Hist::Sparse(_) => unreachable!("converted to dense above"),
+        }
+    }
+
+    /// The histogram's layout (`None` only for a dense histogram of bounds
+    /// no layout describes, which scopemon never creates).
+    pub(crate) fn layout(&self) -> Option<Layout> {
+        match &self.hist {
+            Hist::Dense(h) => Layout::of(h),
+            Hist::Sparse(s) => Some(*s.layout()),
+        }
+    }
+
+    /// Calls `f(index, count)` for every non-empty bucket, by increasing
+    /// index (`layout` is [`Stats::layout`]'s).
+    pub(crate) fn for_each_pair(&self, layout: &Layout, mut f: impl FnMut(u32, u64)) {
+        match &self.hist {
+            Hist::Sparse(s) => s.iter().for_each(|(i, c)| f(i, c)),
+            Hist::Dense(h) => {
+                for v in h.iter_recorded() {
+                    f(
+                        layout.index_for(v.value_iterated_to()) as u32,
+                        v.count_at_value(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The histogram in its dense form (borrowed when it is dense).
+    pub(crate) fn to_dense(&self) -> Cow<'_, Histogram<u64>> {
+        match &self.hist {
+            Hist::Dense(h) => Cow::Borrowed(h),
+            Hist::Sparse(s) => Cow::Owned(s.to_dense()),
+        }
+    }
+
+    /// Adds `other` into `self` (lossless histogram merge). Sparse ⊕ sparse
+    /// stays sparse while it fits; any other pair ends dense.
     pub fn merge(&mut self, other: &Stats) -> Result<()> {
         if other.count() == 0 {
             return Ok(());
         }
-        self.hist.add(&other.hist).map_err(|e| Error::Corrupt {
-            table: "buckets",
-            detail: format!("histogram does not fit its kind's range: {e:?}"),
-        })?;
+        let merged_sparse = match (&mut self.hist, &other.hist) {
+            (Hist::Sparse(a), Hist::Sparse(b)) => a.merge(b).is_some(),
+            _ => false,
+        };
+        if !merged_sparse {
+            let too_big = |e| Error::Corrupt {
+                table: "buckets",
+                detail: format!("histogram does not fit its kind's range: {e:?}"),
+            };
+            match &other.hist {
+                Hist::Dense(b) => self.dense_mut().add(b).map_err(too_big)?,
+                Hist::Sparse(b) => {
+                    let h = self.dense_mut();
+                    // The crate's own check in `add`: the addend's largest
+                    // value must fit the target's top bucket.
+                    let top = Layout::of(h)
+                        .map(|l| h.highest_equivalent(l.value_for(l.len() - 1)))
+                        .unwrap_or(h.high());
+                    if b.max_equivalent().is_some_and(|m| m > top) {
+                        return Err(too_big(
+                            hdrhistogram::AdditionError::OtherAddendValueExceedsRange,
+                        ));
+                    }
+                    b.add_to(h);
+                }
+            }
+        }
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -126,14 +288,21 @@ impl Stats {
     }
 
     /// Bytes this bucket occupies: the struct and the histogram's counts
-    /// array (the histogram's other fields are a few words).
+    /// (the dense array, or the sparse entries' capacity).
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Stats>() + self.hist.distinct_values() * std::mem::size_of::<u64>()
+        std::mem::size_of::<Stats>()
+            + match &self.hist {
+                Hist::Dense(h) => h.distinct_values() * std::mem::size_of::<u64>(),
+                Hist::Sparse(s) => s.heap_bytes(),
+            }
     }
 
-    /// Clears every count, keeping the allocation.
+    /// Clears every count, keeping the allocation (and the form).
     pub fn reset(&mut self) {
-        self.hist.reset();
+        match &mut self.hist {
+            Hist::Dense(h) => h.reset(),
+            Hist::Sparse(s) => s.clear(),
+        }
         self.sum = 0.0;
         self.min = f64::INFINITY;
         self.max = f64::NEG_INFINITY;
@@ -147,7 +316,10 @@ impl Stats {
         if count == 0 {
             return None;
         }
-        let q = self.quantiles(kind);
+        let q = match &self.hist {
+            Hist::Dense(h) => self.quantiles(h, kind),
+            Hist::Sparse(s) => self.quantiles(&s.to_dense(), kind),
+        };
         Some(Point {
             start: format_ts(start_ms),
             start_ms,
@@ -174,12 +346,14 @@ impl Stats {
 
     /// p50, p90, p95, p99, p99.9 by nearest rank (the smallest recorded
     /// value whose rank is >= ceil(q * n)), reported as the middle of its
-    /// histogram bucket, clamped to the exact [min, max].
+    /// histogram bucket, clamped to the exact [min, max]. A sparse
+    /// histogram is read through its dense equivalent, so both forms give
+    /// the same figures by construction.
     ///
     /// Ranks are computed in integers; the crate's one-pass
     /// `value_at_quantiles` is then asked for `(rank - 0.5) / n`, whose
     /// `ceil(q * n)` is exactly `rank` whatever the float rounding.
-    fn quantiles(&self, kind: Kind) -> [f64; 5] {
+    fn quantiles(&self, hist: &Histogram<u64>, kind: Kind) -> [f64; 5] {
         const PER_MILLE: [u128; 5] = [500, 900, 950, 990, 999];
         let n = u128::from(self.count());
         let qs = PER_MILLE.map(|q| {
@@ -187,8 +361,8 @@ impl Stats {
             (rank as f64 - 0.5) / n as f64
         });
         let mut out = [self.max; 5];
-        for (o, v) in out.iter_mut().zip(self.hist.value_at_quantiles(qs)) {
-            *o = (self.hist.median_equivalent(v) as f64 / kind.scale()).clamp(self.min, self.max);
+        for (o, v) in out.iter_mut().zip(hist.value_at_quantiles(qs)) {
+            *o = (hist.median_equivalent(v) as f64 / kind.scale()).clamp(self.min, self.max);
         }
         out
     }
