@@ -40,8 +40,10 @@ fn point(s: &Stats) -> Point {
     s.point(Kind::Latency, 0, 60_000).expect("non-empty")
 }
 
-/// Exact nearest rank, as `tests/accuracy.rs` checks every stage.
-fn check_exact(p: &Point, values: &[u64]) -> Result<(), TestCaseError> {
+/// Exact nearest rank, as `tests/accuracy.rs` checks every stage: within
+/// 1 % at 2 digits or more (5 % at 1 digit).
+fn check_exact(p: &Point, values: &[u64], digits: u8) -> Result<(), TestCaseError> {
+    let tolerance = if digits >= 2 { 0.01 } else { 0.05 };
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     let n = sorted.len() as u64;
@@ -53,7 +55,7 @@ fn check_exact(p: &Point, values: &[u64]) -> Result<(), TestCaseError> {
         let rank = (n * q).div_ceil(1000).max(1);
         let exact = sorted[(rank - 1) as usize] as f64;
         prop_assert!(
-            (g - exact).abs() <= exact * 0.01 + 0.5,
+            (g - exact).abs() <= exact * tolerance + 0.5,
             "q{}‰: {} vs exact {}",
             q,
             g,
@@ -84,7 +86,7 @@ proptest! {
         let d = dense_of(&values, p);
         prop_assert_eq!(point(&s), point(&d));
         prop_assert_eq!(s.count(), values.len() as u64);
-        check_exact(&point(&s), &values)?;
+        check_exact(&point(&s), &values, digits)?;
         if cluster {
             // ≤ 41 distinct buckets: always stays sparse.
             prop_assert!(s.is_sparse());
@@ -129,7 +131,7 @@ proptest! {
             );
             prop_assert_eq!((got.min, got.max), (want.min, want.max), "case {}", i);
             prop_assert_eq!(got.errors, errors(&a) + errors(&b), "case {}", i);
-            check_exact(&got, &all)?;
+            check_exact(&got, &all, 2)?;
         }
         // a sparse one converting mid-way, then merged
         let cut = ((a.len() as f64) * split) as usize;
@@ -157,7 +159,7 @@ fn a_sparse_bucket_becomes_dense_past_its_cap_and_says_how_much_it_grew() {
         }
     }
     let at = converted_at.expect("converts");
-    assert!((100..=1_000).contains(&at), "converted at {at}");
+    assert!((100..=2_000).contains(&at), "converted at {at}");
     // Dense is the crate's histogram: ~26 KiB at 2 digits.
     assert!(s.heap_bytes() > 20_000);
 }
