@@ -15,11 +15,16 @@ use serde_json::{Value, json};
 use common::T0;
 use scopemon::{Config, Kind, ManualClock, Monitor};
 
+/// Hot buckets start sparse (a couple of hundred bytes for one sample), so
+/// filling the smallest cap (1 MiB) takes thousands of series.
+const MANY_SERIES: usize = 100_000;
+
 /// An engine with a 1 MiB cap and no background threads: the test decides
 /// when woken tasks run (`run_due_tasks`).
 fn capped(dir: &std::path::Path, clock: &ManualClock) -> Monitor {
     let mut c = Config::with_data_dir(dir);
     c.storage.max_hot_bytes = 1 << 20;
+    c.storage.series_limit_per_namespace = MANY_SERIES;
     common::open_with(c, clock)
 }
 
@@ -134,6 +139,7 @@ fn samples_recorded_during_early_flushes_count_once() {
     let clock = ManualClock::new(T0);
     let mut c = Config::with_data_dir(dir.path());
     c.storage.max_hot_bytes = 1 << 20;
+    c.storage.series_limit_per_namespace = MANY_SERIES;
     // Background runners on: early flushes race the recorders for real.
     let m = Monitor::builder(c)
         .clock(Arc::new(clock.clone()))
@@ -149,7 +155,9 @@ fn samples_recorded_during_early_flushes_count_once() {
                 s.spawn(move || {
                     let mut i = 0;
                     while flush_runs(m) < 3 && std::time::Instant::now() < deadline {
-                        record(m, t * 1_000 + i % 400);
+                        // enough series that their one-sample buckets
+                        // pass three quarters of the cap between flushes
+                        record(m, t * 10_000 + i % 8_000);
                         i += 1;
                     }
                     i
