@@ -50,7 +50,7 @@ impl Layout {
     /// `None` where the crate refuses those bounds (or they would need more
     /// than 2²⁴ counts).
     pub fn new(low: u64, high: u64, digits: u8) -> Option<Layout> {
-        if low < 1 || low > u64::MAX / 2 || high < 2 * low || digits > 5 {
+        if !(1..=u64::MAX / 2).contains(&low) || high < 2 * low || digits > 5 {
             return None;
         }
         // The crate's own arithmetic, step by step (`new_with_bounds`,
@@ -446,11 +446,8 @@ mod tests {
         let mut s = Sparse::new(l);
         let mut counted = 0;
         let mut v = 1u64;
-        loop {
-            match s.record(v) {
-                Some(grown) => counted += grown,
-                None => break,
-            }
+        while let Some(grown) = s.record(v) {
+            counted += grown;
             assert_eq!(counted, s.heap_bytes());
             v += 1;
         }
