@@ -185,6 +185,40 @@ pub enum Error {
         /// The pressure ratio of the last check.
         ratio: f64,
     },
+    /// The disk holding the store is full, or a write to it failed: ingest
+    /// is refused (nothing of the batch is kept) until writes succeed again,
+    /// which scopemon detects by itself; reads keep answering.
+    #[error(
+        "the store cannot take writes ({reason}); nothing of this batch was kept: free space on the data directory's disk (GET /health shows it) and resend; ingest resumes by itself"
+    )]
+    InsufficientStorage {
+        /// What failed, or how little space is left.
+        reason: String,
+    },
+    /// The store file is closed after a write error and could not be opened
+    /// again yet; scopemon retries on every flush interval.
+    #[error(
+        "the store {path} is closed after a write error and reopening it failed ({reason}); it is retried every flush interval: free space on its disk"
+    )]
+    StoreUnavailable {
+        /// The redb file.
+        path: PathBuf,
+        /// The last error.
+        reason: String,
+    },
+    /// A clean shutdown could not write everything accepted (the final
+    /// flush failed, e.g. on a full disk).
+    #[error(
+        "{samples} accepted samples in {buckets} series-minutes could not be written and are lost: {reason}"
+    )]
+    NotPersisted {
+        /// Samples still in memory.
+        samples: u64,
+        /// (series, minute) buckets holding them.
+        buckets: usize,
+        /// Why the final flush failed.
+        reason: String,
+    },
     /// The monitor has been closed.
     #[error("the monitor is closed")]
     Closed,
@@ -243,6 +277,9 @@ impl Error {
             Error::Webhook { .. } => "webhook_failed",
             Error::MemoryPressureHigh { .. } => "memory_pressure_high",
             Error::MemoryPressureCritical { .. } => "memory_pressure_critical",
+            Error::InsufficientStorage { .. } => "insufficient_storage",
+            Error::StoreUnavailable { .. } => "store_unavailable",
+            Error::NotPersisted { .. } => "not_persisted",
             Error::Closed => "closed",
             Error::Storage(_) => "storage_error",
             Error::Io(_) => "io_error",
@@ -264,6 +301,9 @@ impl Error {
                 | Error::Webhook { .. }
                 | Error::MemoryPressureHigh { .. }
                 | Error::MemoryPressureCritical { .. }
+                | Error::InsufficientStorage { .. }
+                | Error::StoreUnavailable { .. }
+                | Error::NotPersisted { .. }
                 | Error::Closed
                 | Error::Storage(_)
                 | Error::Io(_)

@@ -75,6 +75,7 @@ pub use retention::{CompactOptions, CompactReport};
 pub use stats::{Aggregation, Point, Precision};
 pub use store::DB_FILE;
 pub use store::flush::{FlushReport, RollupReport};
+pub use store::limited::DiskBudget;
 pub use tasks::TaskStatus;
 
 pub use instrument::{InstrumentationLayer, SpanTimingLayer};

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use crate::config::{Config, Retention, RetentionRule};
@@ -32,6 +32,7 @@ pub use crate::retention::CompactReport;
 
 /// Opens an existing store, neither creating nor migrating it.
 const EXISTING: OpenOptions = OpenOptions {
+    disk_budget: None,
     create: false,
     migrate: false,
     cache_size: store::DEFAULT_CACHE_SIZE,
@@ -108,8 +109,8 @@ pub struct CheckReport {
 pub fn check(data_dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<CheckReport> {
     require_store(data_dir)?;
     let mut store = Store::open(data_dir, EXISTING)?;
-    let intact = store.db_mut().check_integrity()?;
-    let txn = store.db().begin_read()?;
+    let intact = store.db_mut()?.check_integrity()?;
+    let txn = store.begin_read()?;
     let series = txn.open_table(SERIES)?;
     let deltas = txn.open_table(DELTAS)?;
     let buckets = [
@@ -219,7 +220,7 @@ pub fn compact(
         retention::count_expired(&db, &policy, now_ms)?
     } else {
         let mut store = Store::open(data_dir, EXISTING)?;
-        let policy = RetentionPolicy::load(config, store.db())?;
+        let policy = RetentionPolicy::load(config, &*store.db()?)?;
         let report = retention::compact(
             &store,
             &policy,
@@ -229,7 +230,7 @@ pub fn compact(
             |done, total| progress(CompactStep::Retention { done, total }),
         )?;
         progress(CompactStep::Reclaiming);
-        while store.db_mut().compact()? {}
+        while store.db_mut()?.compact()? {}
         report
     };
     Ok(Compaction {
@@ -253,7 +254,7 @@ fn file_size(path: &Path) -> Result<u64> {
 fn open_policy(config: &Config) -> Result<(Store, RetentionPolicy)> {
     require_store(&config.storage.data_dir)?;
     let store = Store::open(&config.storage.data_dir, EXISTING)?;
-    let policy = RetentionPolicy::load(config, store.db())?;
+    let policy = RetentionPolicy::load(config, &*store.db()?)?;
     Ok((store, policy))
 }
 

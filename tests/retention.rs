@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use scopemon::CompactOptions;
 use scopemon::RetentionRule;
 use scopemon::internals::tables;
@@ -45,7 +45,7 @@ fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
         .into_iter()
         .map(|(id, r)| (id, r.key.namespace))
         .collect();
-    let txn = m.store().db().begin_read().unwrap();
+    let txn = m.store().begin_read().unwrap();
     let mut out = BTreeSet::new();
     for res in Resolution::ALL {
         let t = txn.open_table(tables::buckets(res)).unwrap();
@@ -63,7 +63,7 @@ fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
 
 fn reclaim(dir: &std::path::Path) -> u64 {
     let mut store = Store::open(dir, OpenOptions::default()).unwrap();
-    while store.db_mut().compact().unwrap() {}
+    while store.db_mut().unwrap().compact().unwrap() {}
     store.file_size().unwrap()
 }
 

@@ -177,6 +177,8 @@ fn serve_exit_code(e: &Error) -> u8 {
         Error::SchemaTooNew { .. }
         | Error::SchemaTooOld { .. }
         | Error::Corrupt { .. }
+        | Error::NotPersisted { .. }
+        | Error::StoreUnavailable { .. }
         | Error::Storage(_) => 6,
         Error::Internal(_) => 7,
         _ => 1,

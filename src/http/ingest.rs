@@ -215,6 +215,9 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
     if let Err(e) = st.monitor.check_operation_allowed() {
         return memory_critical(&e);
     }
+    if let Some(e) = st.monitor.storage_refusal() {
+        return insufficient_storage(&e);
+    }
     let batch = match decode(&body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -276,6 +279,19 @@ fn backpressure(st: &AppState) -> Response {
     r.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
         axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// `507 insufficient_storage`: the store cannot take writes (a full disk,
+/// or below `storage.min_free_space`); nothing of the body was stored.
+/// Ingest resumes by itself once a write succeeds again.
+fn insufficient_storage(e: &Error) -> Response {
+    let mut r =
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.code(), e.to_string()).into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("10"),
     );
     r
 }

@@ -77,8 +77,10 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Closed
+            | Error::StoreUnavailable { .. }
             | Error::MemoryPressureHigh { .. }
             | Error::MemoryPressureCritical { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             e if e.is_client_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
