@@ -367,11 +367,18 @@ fn thresholds_fire_once_ignore_blips_upgrade_resolve_and_persist() {
     assert_eq!(firing[0].severity, Severity::Warning);
     let second = firing[0].id;
     (0..60).for_each(|_| step(20_000.0));
-    assert_eq!(m.alerts(None).len(), 2, "still one alert for the second episode");
+    assert_eq!(
+        m.alerts(None).len(),
+        2,
+        "still one alert for the second episode"
+    );
     (0..30).for_each(|_| step(1_000.0));
     let all = m.alerts(None);
     assert_eq!(all.len(), 2, "{all:?}");
-    assert!(all.iter().all(|a| a.state == AlertState::Resolved), "{all:?}");
+    assert!(
+        all.iter().all(|a| a.state == AlertState::Resolved),
+        "{all:?}"
+    );
     assert!(all.iter().any(|a| a.id == id) && all.iter().any(|a| a.id == second));
 
     assert!(m.delete_threshold("slow-config").unwrap());

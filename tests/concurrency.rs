@@ -164,8 +164,8 @@ impl Crew {
 fn config(dir: &std::path::Path) -> Config {
     // "short" keeps minutes one hour: its samples (90 minutes old) expire
     // as soon as they are rolled up, so every compaction deletes buckets.
-    let mut c = Config::from_toml("[retention.namespaces.\"short\"]\nminute = \"1h\"\n")
-        .expect("config");
+    let mut c =
+        Config::from_toml("[retention.namespaces.\"short\"]\nminute = \"1h\"\n").expect("config");
     c.storage.data_dir = dir.to_path_buf();
     c
 }
@@ -173,7 +173,12 @@ fn config(dir: &std::path::Path) -> Config {
 /// Samples of `ns` over every epoch (and the 90 minutes before T0).
 fn total(m: &Monitor, ns: &str) -> (u64, f64) {
     let r = m
-        .query(&spec(ns, Window::Range, T0 - 86_400_000, T0 + 30 * 86_400_000))
+        .query(&spec(
+            ns,
+            Window::Range,
+            T0 - 86_400_000,
+            T0 + 30 * 86_400_000,
+        ))
         .expect("query");
     r.points.first().map_or((0, 0.0), |p| (p.count, p.sum))
 }
@@ -299,10 +304,16 @@ fn ingest_queries_flushes_rollups_compaction_and_baselines_together() {
     let recorded: u64 = cums.iter().map(|c| *c.last().unwrap_or(&0)).sum();
     let checked = checks.load(Ordering::Relaxed);
     eprintln!("{epochs} epochs, {recorded} samples in closed epochs, {checked} exact checks");
-    assert!(epochs >= 10 && checked >= 10, "{epochs} epochs, {checked} checks");
+    assert!(
+        epochs >= 10 && checked >= 10,
+        "{epochs} epochs, {checked} checks"
+    );
     let (runs, removed, _) = m.compaction_stats();
     let deleted: u64 = removed.values().sum();
-    assert!(runs > 0 && deleted > 0, "{runs} compactions deleted {deleted} buckets");
+    assert!(
+        runs > 0 && deleted > 0,
+        "{runs} compactions deleted {deleted} buckets"
+    );
 
     // Counts add up exactly, live and after a restart.
     let m = Arc::try_unwrap(m).expect("workers gone");

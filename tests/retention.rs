@@ -294,7 +294,11 @@ fn expired_buckets_are_not_answered_before_any_compaction() {
     // "short" keeps minutes 6 h, hours 3 d, days 20 d.
     clock.set(T0 + 7 * HOUR_MS);
     assert_eq!(expired(&m), 5, "the minute records are still in the file");
-    assert_eq!(counts(minutes), Vec::<u64>::new(), "expired minutes answered");
+    assert_eq!(
+        counts(minutes),
+        Vec::<u64>::new(),
+        "expired minutes answered"
+    );
     assert_eq!(counts(hours), [5]);
     assert_eq!(counts(Window::Range), [5], "answered from the hour");
 

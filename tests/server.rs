@@ -232,7 +232,14 @@ fn ingest_query_restart_and_crash() {
             "foundation.config.get",
         ][..],
         &["retention", "show"][..],
-        &["retention", "set", "--namespace", "production", "--minute", "1h"][..],
+        &[
+            "retention",
+            "set",
+            "--namespace",
+            "production",
+            "--minute",
+            "1h",
+        ][..],
         &["compact"][..],
     ] {
         let out = Command::new(BIN)
