@@ -82,6 +82,9 @@ fn sample<'a>(ns: &'a str, tags: &'a [(&'a str, &'a str)], ts: i64) -> Sample<'a
     }
 }
 
+/// A background job a worker repeats.
+type Job = fn(&Monitor);
+
 /// One worker: its name, its progress counter and its thread.
 struct Worker {
     name: &'static str,
@@ -279,7 +282,7 @@ fn ingest_queries_flushes_rollups_compaction_and_baselines_together() {
         let (m, ledger, checks) = (m.clone(), ledger.clone(), checks.clone());
         crew.spawn(name, move || check_closed(&m, &ledger, &checks));
     }
-    let jobs: [(&'static str, fn(&Monitor)); 4] = [
+    let jobs: [(&'static str, Job); 4] = [
         ("flush", |m| {
             m.flush().expect("flush");
         }),

@@ -168,7 +168,7 @@ fn stream(agent: &ureq::Agent, base: &str, seg: usize, next: &mut u64) -> Segmen
                 // Half in the open minute; half in minutes past the minute
                 // retention (1h), which rollups write and compaction
                 // deletes again (their hours and days keep them).
-                let ts = if j % 2 == 0 {
+                let ts = if j.is_multiple_of(2) {
                     now
                 } else {
                     now - (61 + (j % 4) as i64) * 60_000
