@@ -405,3 +405,152 @@ fn io_or_storage(e: redb::DatabaseError, action: &'static str, path: &Path) -> E
         other => other.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OpenOptions, Store};
+
+    /// Every record of `def` in `txn`, printed.
+    fn dump<K: Key + 'static, V: Value + 'static>(
+        txn: &ReadTransaction,
+        def: TableDefinition<K, V>,
+    ) -> Vec<String> {
+        let t = txn.open_table(def).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                format!("{:?} => {:?}", k.value(), v.value())
+            })
+            .collect()
+    }
+
+    /// Every table of the schema, printed (one row each after `fill`).
+    fn dump_all(txn: &ReadTransaction) -> Vec<Vec<String>> {
+        vec![
+            dump(txn, META),
+            dump(txn, SERIES),
+            dump(txn, DELTAS),
+            dump(txn, MINUTE),
+            dump(txn, HOUR),
+            dump(txn, DAY),
+            dump(txn, RETENTION),
+            dump(txn, BASELINES),
+            dump(txn, THRESHOLDS),
+            dump(txn, ALERTS),
+            dump(txn, SERVICES),
+        ]
+    }
+
+    /// A store with one raw record in every table (the copy decodes
+    /// nothing, so the bytes need not be valid records).
+    fn filled(dir: &Path) -> Store {
+        let store = Store::open(dir, OpenOptions::default()).unwrap();
+        let w = store.begin_write().unwrap();
+        w.open_table(META).unwrap().insert("flush_seq", 7).unwrap();
+        w.open_table(SERIES).unwrap().insert(1, &b"s"[..]).unwrap();
+        w.open_table(DELTAS)
+            .unwrap()
+            .insert((1, 60_000, 0), &b"d"[..])
+            .unwrap();
+        for t in [MINUTE, HOUR, DAY] {
+            w.open_table(t).unwrap().insert((1, 0), &b"b"[..]).unwrap();
+        }
+        for t in [RETENTION, BASELINES, THRESHOLDS, SERVICES] {
+            w.open_table(t).unwrap().insert("k", &b"v"[..]).unwrap();
+        }
+        w.open_table(ALERTS).unwrap().insert(3, &b"a"[..]).unwrap();
+        w.commit().unwrap();
+        store
+    }
+
+    #[test]
+    fn the_copy_holds_every_table_record_for_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled(&dir.path().join("src"));
+        let to = dir.path().join("copy.redb");
+        let r = backup(store.db(), &to, false).unwrap();
+        assert_eq!(r.bytes, std::fs::metadata(&to).unwrap().len());
+        let src = store.db().begin_read().unwrap();
+        let names: Vec<String> = src.list_tables().unwrap().map(|t| t.name().into()).collect();
+        assert_eq!(r.records.len(), names.len(), "{:?} vs {names:?}", r.records);
+        assert!(r.records.iter().all(|(_, n)| *n >= 1), "{:?}", r.records);
+        let copy = Database::builder().open_read_only(&to).unwrap();
+        let dumped = dump_all(&copy.begin_read().unwrap());
+        assert_eq!(dumped, dump_all(&src));
+        assert_eq!(migrations::recorded_version(&copy).unwrap(), migrations::CURRENT);
+        // Refused without overwrite, replaced with it; no temporary is left.
+        let again = backup(store.db(), &to, false).unwrap_err();
+        assert_eq!(again.code(), "would_overwrite", "{again}");
+        backup(store.db(), &to, true).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "src dir and copy.redb only: {left:?}");
+    }
+
+    #[test]
+    fn a_table_backup_does_not_know_fails_it_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled(dir.path());
+        let extra: TableDefinition<u64, u64> = TableDefinition::new("extra");
+        let w = store.begin_write().unwrap();
+        w.open_table(extra).unwrap().insert(1, 1).unwrap();
+        w.commit().unwrap();
+        let to = dir.path().join("copy.redb");
+        let err = backup(store.db(), &to, false).unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [DB_FILE], "nothing but the store is left");
+    }
+
+    #[test]
+    fn restore_refuses_a_store_with_data_and_replaces_it_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = filled(&dir.path().join("src"));
+        let file = dir.path().join("b.redb");
+        backup(src.db(), &file, false).unwrap();
+        let target = dir.path().join("target");
+        drop(filled(&target));
+        let before = std::fs::read(db_path(&target)).unwrap();
+        let err = restore(&file, &target, false).unwrap_err();
+        assert_eq!(err.code(), "would_overwrite", "{err}");
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert!(std::fs::read(db_path(&target)).unwrap() == before);
+        let r = restore(&file, &target, true).unwrap();
+        assert!(r.replaced && r.schema_version == migrations::CURRENT);
+        let restored = Database::builder().open_read_only(db_path(&target)).unwrap();
+        let want = dump_all(&src.db().begin_read().unwrap());
+        assert_eq!(dump_all(&restored.begin_read().unwrap()), want);
+        // A new, empty store is no obstacle.
+        let empty = dir.path().join("empty");
+        drop(Store::open(&empty, OpenOptions::default()).unwrap());
+        assert!(restore(&file, &empty, false).unwrap().replaced);
+    }
+
+    #[test]
+    fn restore_refuses_what_is_not_a_store_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+        let plain = dir.path().join("plain.redb");
+        let db = Database::create(&plain).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(TableDefinition::<u64, u64>::new("x"))
+            .unwrap()
+            .insert(1, 1)
+            .unwrap();
+        w.commit().unwrap();
+        drop(db);
+        let target = dir.path().join("target");
+        for from in [&junk, &plain] {
+            let err = restore(from, &target, true).unwrap_err();
+            assert_eq!(err.code(), "not_a_store", "{err}");
+        }
+        assert!(!target.exists());
+        let err = restore(&dir.path().join("missing"), &target, true).unwrap_err();
+        assert_eq!(err.code(), "not_found", "{err}");
+    }
+}
