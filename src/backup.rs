@@ -35,8 +35,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{
     Database, Key, MultimapTableHandle, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition,
-    TableHandle, Value, WriteTransaction,
+    ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
 };
 use serde::Serialize;
 
@@ -219,7 +218,10 @@ fn verify_source(from: &Path) -> Result<u64> {
         reason,
     };
     if !from.is_file() {
-        return Err(Error::NotFound(format!("no backup file at {}", from.display())));
+        return Err(Error::NotFound(format!(
+            "no backup file at {}",
+            from.display()
+        )));
     }
     let db = match Database::builder().open_read_only(from) {
         Ok(db) => db,
@@ -473,13 +475,20 @@ mod tests {
         let r = backup(store.db(), &to, false).unwrap();
         assert_eq!(r.bytes, std::fs::metadata(&to).unwrap().len());
         let src = store.db().begin_read().unwrap();
-        let names: Vec<String> = src.list_tables().unwrap().map(|t| t.name().into()).collect();
+        let names: Vec<String> = src
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().into())
+            .collect();
         assert_eq!(r.records.len(), names.len(), "{:?} vs {names:?}", r.records);
         assert!(r.records.iter().all(|(_, n)| *n >= 1), "{:?}", r.records);
         let copy = Database::builder().open_read_only(&to).unwrap();
         let dumped = dump_all(&copy.begin_read().unwrap());
         assert_eq!(dumped, dump_all(&src));
-        assert_eq!(migrations::recorded_version(&copy).unwrap(), migrations::CURRENT);
+        assert_eq!(
+            migrations::recorded_version(&copy).unwrap(),
+            migrations::CURRENT
+        );
         // Refused without overwrite, replaced with it; no temporary is left.
         let again = backup(store.db(), &to, false).unwrap_err();
         assert_eq!(again.code(), "would_overwrite", "{again}");
@@ -521,7 +530,9 @@ mod tests {
         assert!(std::fs::read(db_path(&target)).unwrap() == before);
         let r = restore(&file, &target, true).unwrap();
         assert!(r.replaced && r.schema_version == migrations::CURRENT);
-        let restored = Database::builder().open_read_only(db_path(&target)).unwrap();
+        let restored = Database::builder()
+            .open_read_only(db_path(&target))
+            .unwrap();
         let want = dump_all(&src.db().begin_read().unwrap());
         assert_eq!(dump_all(&restored.begin_read().unwrap()), want);
         // A new, empty store is no obstacle.

@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::model::{Kind, Resolution, format_ts};
 use crate::query::{self, QueryResult, QuerySpec, Summary};
 use crate::retention::{CompactOptions, CompactReport};
-use crate::store::{Store, create_data_dir};
 use crate::store::flush::{FlushReport, RollupReport};
+use crate::store::{Store, create_data_dir};
 
 use super::Monitor;
 use std::sync::atomic::Ordering;
