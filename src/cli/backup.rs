@@ -7,6 +7,26 @@ use std::path::PathBuf;
 
 use scopemon::offline;
 
+/// The end of `scopemon backup --help`.
+pub const BACKUP_HELP: &str = "\
+The copy is one read snapshot of every table, written under a temporary
+name, fsynced and renamed into place. A running server is backed up with
+POST /v1/admin/backup instead.
+
+Exit codes: 0 written; 1 failed (FILE exists without --force, no store,
+...); 2 the store is held by a running scopemon serve; 64 invalid command
+line.";
+
+/// The end of `scopemon restore --help`.
+pub const RESTORE_HELP: &str = "\
+FILE is checked first (a redb file with a known scopemon schema; redb's
+integrity check on a private copy); the store is then migrated and
+replaced by one rename. A refused FILE changes nothing.
+
+Exit codes: 0 restored; 1 refused or failed (not a store, a store holding
+data without --force, ...); 2 the store is held by a running scopemon
+serve; 64 invalid command line.";
+
 #[derive(clap::Args, Debug)]
 pub struct BackupArgs {
     /// Data directory holding scopemon.redb.

@@ -75,8 +75,10 @@ enum Command {
     /// Apply retention to a stopped store and reclaim file space.
     Compact(compact::Args),
     /// Write a consistent copy of a stopped store to a file.
+    #[command(after_help = backup::BACKUP_HELP)]
     Backup(backup::BackupArgs),
     /// Replace the store in a data directory by a backup.
+    #[command(after_help = backup::RESTORE_HELP)]
     Restore(backup::RestoreArgs),
     /// Print this message or the help of the given subcommand(s).
     Help(HelpArgs),
