@@ -125,6 +125,18 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A file given as a store (a backup to restore) is not one.
+    #[error("{path} is not a scopemon store: {reason}; nothing was changed")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The operation would replace a file or a store holding data, and
+    /// replacing was not asked for.
+    #[error("{0}")]
+    WouldOverwrite(String),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -270,6 +282,8 @@ impl Error {
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::SchemaTooOld { .. } => "schema_too_old",
             Error::Corrupt { .. } => "corrupt_record",
+            Error::NotAStore { .. } => "not_a_store",
+            Error::WouldOverwrite(_) => "would_overwrite",
             Error::Config(_) => "invalid_config",
             Error::Listen { .. } => "listen_failed",
             Error::DataDir { .. } => "data_dir_unusable",

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod alerts;
+mod backup;
 mod baseline;
 mod clock;
 mod config;
@@ -45,6 +46,7 @@ pub use alerts::{
     Alert, AlertCounters, AlertState, HealthStatus, Issue, PerformanceHealth, Reason, Severity,
     Transition, TransitionKind,
 };
+pub use backup::{BackupReport, RestoreReport};
 pub use baseline::{Band, Baseline, BaselineStatus, Selection};
 pub use clock::{Clock, JumpWaker, ManualClock, SharedClock, SystemClock};
 pub use config::{

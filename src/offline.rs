@@ -14,6 +14,9 @@
 //! - A compaction dry run opens the file read-only: it leaves it
 //!   byte-for-byte unchanged.
 //! - Every function closes the store before it returns.
+//! - [`backup`] never changes the store it copies (it opens it read-only
+//!   unless crash recovery is due); [`restore`] changes nothing when the
+//!   backup or the target is refused (see `src/backup.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,7 @@ use crate::store::codec::{Codec, decode_series};
 use crate::store::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
 use crate::store::{self, OpenOptions, Store, migrations};
 
+pub use crate::backup::{BackupReport, RestoreReport};
 pub use crate::retention::CompactReport;
 
 /// Opens an existing store, neither creating nor migrating it.
@@ -353,6 +357,33 @@ pub fn migrate(data_dir: &Path) -> Result<u64> {
         },
     )?;
     Ok(store.schema_version())
+}
+
+/// Writes a consistent copy of the stopped store in `data_dir` to `to`
+/// (see [`BackupReport`]); an existing `to` is replaced only with
+/// `overwrite` ([`Error::WouldOverwrite`] otherwise). The store is opened
+/// read-only, unless it needs crash recovery, which a writable open
+/// performs first (as `scopemon serve` would).
+pub fn backup(data_dir: &Path, to: &Path, overwrite: bool) -> Result<BackupReport> {
+    require_store(data_dir)?;
+    match store::open_read_only(data_dir) {
+        Ok(db) => crate::backup::backup(&db, to, overwrite),
+        Err(Error::Storage(redb::Error::RepairAborted)) => {
+            let store = Store::open(data_dir, EXISTING)?;
+            crate::backup::backup(store.db(), to, overwrite)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the store in `data_dir` by the backup `from`, after checking
+/// that `from` is a scopemon store (redb file, known schema version,
+/// integrity check) and that the store in `data_dir` is not held by a
+/// process and (without `force`) holds no record. The store is migrated to
+/// the current schema and put in place by one rename; a refused `from`
+/// changes nothing. See [`RestoreReport`].
+pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<RestoreReport> {
+    crate::backup::restore(from, data_dir, force)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ const V1: &[(&str, &str)] = &[
     ("GET", "/v1/namespaces/p/retention"),
     ("PUT", "/v1/namespaces/p/retention"),
     ("POST", "/v1/admin/compact"),
+    ("POST", "/v1/admin/backup"),
     ("GET", "/v1/baseline?namespace=p&metric=m"),
     ("GET", "/v1/thresholds"),
     ("PUT", "/v1/thresholds"),

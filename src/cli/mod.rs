@@ -5,6 +5,7 @@
 //! another process holds the store, or (for `serve`) one per start-up
 //! failure ([`SERVE_EXIT_CODES`]); a command line clap refuses exits 64.
 
+mod backup;
 mod baseline;
 mod check;
 mod compact;
@@ -73,6 +74,12 @@ enum Command {
     Retention(retention::Args),
     /// Apply retention to a stopped store and reclaim file space.
     Compact(compact::Args),
+    /// Write a consistent copy of a stopped store to a file.
+    #[command(after_help = backup::BACKUP_HELP)]
+    Backup(backup::BackupArgs),
+    /// Replace the store in a data directory by a backup.
+    #[command(after_help = backup::RESTORE_HELP)]
+    Restore(backup::RestoreArgs),
     /// Print this message or the help of the given subcommand(s).
     Help(HelpArgs),
 }
@@ -115,6 +122,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Retention(a) => retention::run(a),
         Command::Compact(a) => compact::run(a),
+        Command::Backup(a) => backup::run_backup(a),
+        Command::Restore(a) => backup::run_restore(a),
         Command::Help(a) => return help(&a.command),
     };
     match result {

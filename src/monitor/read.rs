@@ -7,17 +7,21 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::alerts::{Alert, AlertCounters, AlertState, PerformanceHealth, Transition};
+use crate::backup::{self, BackupReport};
 use crate::baseline::{self, Baseline, Selection};
 use crate::config::{Retention, RetentionRule, ThresholdSpec};
 use crate::error::Result;
 use crate::model::{Kind, Resolution, format_ts};
 use crate::query::{self, QueryResult, QuerySpec, Summary};
 use crate::retention::{CompactOptions, CompactReport};
-use crate::store::Store;
 use crate::store::flush::{FlushReport, RollupReport};
+use crate::store::{Store, create_data_dir};
 
 use super::Monitor;
 use std::sync::atomic::Ordering;
+
+/// Directory of the live backups inside the data directory.
+pub const BACKUP_DIR: &str = "backups";
 
 /// A series as listed by `GET /v1/series`.
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +107,30 @@ impl Monitor {
     /// Applies retention now (rollup first, then bounded deletions).
     pub fn compact(&self, opts: CompactOptions) -> Result<CompactReport> {
         self.engine.compact(self.engine.clock.now_ms(), opts)
+    }
+
+    /// Writes a consistent copy of the store to
+    /// `<data_dir>/backups/scopemon-<UTC time>.redb` (a `-N` suffix when
+    /// that name is taken) and returns its path and size. Flushes first,
+    /// through the normal flush, so every sample accepted before the call
+    /// is in the copy; the copy itself is one read transaction, so ingest,
+    /// flushes and rollups go on meanwhile.
+    pub fn backup(&self) -> Result<BackupReport> {
+        self.flush()?;
+        let dir = self.engine.config.storage.data_dir.join(BACKUP_DIR);
+        create_data_dir(&dir)?;
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let stamp = chrono::DateTime::from_timestamp_millis(self.engine.clock.now_ms())
+            .map(|t| t.format("%Y%m%dT%H%M%S%.3fZ").to_string())
+            .unwrap_or_else(|| "unknown-time".into());
+        let mut to = dir.join(format!("scopemon-{stamp}.redb"));
+        for n in 2.. {
+            if !to.exists() {
+                break;
+            }
+            to = dir.join(format!("scopemon-{stamp}-{n}.redb"));
+        }
+        backup::backup(self.engine.store.db(), &to, false)
     }
 
     /// Compactions run, totals removed per (namespace, resolution), and the
