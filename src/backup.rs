@@ -472,9 +472,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = filled(&dir.path().join("src"));
         let to = dir.path().join("copy.redb");
-        let r = backup(store.db(), &to, false).unwrap();
+        let r = backup(&*store.db().unwrap(), &to, false).unwrap();
         assert_eq!(r.bytes, std::fs::metadata(&to).unwrap().len());
-        let src = store.db().begin_read().unwrap();
+        let src = store.db().unwrap().begin_read().unwrap();
         let names: Vec<String> = src
             .list_tables()
             .unwrap()
@@ -490,9 +490,9 @@ mod tests {
             migrations::CURRENT
         );
         // Refused without overwrite, replaced with it; no temporary is left.
-        let again = backup(store.db(), &to, false).unwrap_err();
+        let again = backup(&*store.db().unwrap(), &to, false).unwrap_err();
         assert_eq!(again.code(), "would_overwrite", "{again}");
-        backup(store.db(), &to, true).unwrap();
+        backup(&*store.db().unwrap(), &to, true).unwrap();
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "src dir and copy.redb only: {left:?}");
     }
@@ -506,7 +506,7 @@ mod tests {
         w.open_table(extra).unwrap().insert(1, 1).unwrap();
         w.commit().unwrap();
         let to = dir.path().join("copy.redb");
-        let err = backup(store.db(), &to, false).unwrap_err();
+        let err = backup(&*store.db().unwrap(), &to, false).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -520,7 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = filled(&dir.path().join("src"));
         let file = dir.path().join("b.redb");
-        backup(src.db(), &file, false).unwrap();
+        backup(&*src.db().unwrap(), &file, false).unwrap();
         let target = dir.path().join("target");
         drop(filled(&target));
         let before = std::fs::read(db_path(&target)).unwrap();
@@ -533,7 +533,7 @@ mod tests {
         let restored = Database::builder()
             .open_read_only(db_path(&target))
             .unwrap();
-        let want = dump_all(&src.db().begin_read().unwrap());
+        let want = dump_all(&src.db().unwrap().begin_read().unwrap());
         assert_eq!(dump_all(&restored.begin_read().unwrap()), want);
         // A new, empty store is no obstacle.
         let empty = dir.path().join("empty");

@@ -370,7 +370,7 @@ pub fn backup(data_dir: &Path, to: &Path, overwrite: bool) -> Result<BackupRepor
         Ok(db) => crate::backup::backup(&db, to, overwrite),
         Err(Error::Storage(redb::Error::RepairAborted)) => {
             let store = Store::open(data_dir, EXISTING)?;
-            crate::backup::backup(store.db(), to, overwrite)
+            crate::backup::backup(&*store.db()?, to, overwrite)
         }
         Err(e) => Err(e),
     }

@@ -209,14 +209,16 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
         Ok(b) => b,
         Err(refusal) => return refusal.into_response(),
     };
+    // A store that cannot write is the cause of hot data piling up to its
+    // cap, so it is named first.
+    if let Some(e) = st.monitor.storage_refusal() {
+        return insufficient_storage(&e);
+    }
     if st.monitor.at_hot_cap() {
         return backpressure(&st);
     }
     if let Err(e) = st.monitor.check_operation_allowed() {
         return memory_critical(&e);
-    }
-    if let Some(e) = st.monitor.storage_refusal() {
-        return insufficient_storage(&e);
     }
     let batch = match decode(&body) {
         Ok(b) => b,

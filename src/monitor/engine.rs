@@ -28,7 +28,7 @@ use crate::retention::{self, CompactOptions, CompactReport, RetentionPolicy};
 use crate::store::codec::Codec;
 use crate::store::flush::{self, FlushReport, Flusher, RollupReport};
 use crate::store::limited::DiskBudget;
-use crate::store::space::disk_space;
+use crate::store::space::{disk_space, is_io_failure};
 use crate::store::{OpenOptions, Store};
 
 /// Namespace of scopemon's own series (compactor figures).
@@ -175,6 +175,30 @@ impl Engine {
                 st.errors.fetch_add(1, Ordering::Relaxed);
                 Err(err)
             }
+        }
+    }
+
+    /// Runs `f`; when it fails with an I/O error (redb then refuses reads
+    /// and writes until the file is reopened), reopens the store, settling
+    /// a pending flush first (see `flush::recover`), and runs `f` once more.
+    /// Holds no lock while calling `f`.
+    pub(super) fn with_recovery<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
+        match f() {
+            Err(err) if is_io_failure(&err) => {
+                let err = self.store.failed(err);
+                let mut flusher = self.writer.lock();
+                match flush::recover(&self.store, &self.gate, &mut flusher) {
+                    Ok(_) => {
+                        drop(flusher);
+                        f()
+                    }
+                    Err(again) => {
+                        tracing::warn!(error = %again, "the store could not be reopened yet");
+                        Err(err)
+                    }
+                }
+            }
+            other => other,
         }
     }
 

@@ -142,7 +142,10 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
         f: impl Fn(&Engine, i64) -> Result<()> + Send + Sync + 'static,
     ) -> impl Fn(i64) -> Result<()> + Send + Sync + 'static {
         let weak: Weak<Engine> = Arc::downgrade(engine);
-        move |now| weak.upgrade().map_or(Ok(()), |e| f(&e, now))
+        move |now| {
+            weak.upgrade()
+                .map_or(Ok(()), |e| e.with_recovery(|| f(&e, now)))
+        }
     }
     let c = &engine.config;
     let flush_every = Schedule::Every(c.storage.flush_interval);

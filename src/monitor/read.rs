@@ -43,7 +43,8 @@ pub struct SeriesInfo {
 impl Monitor {
     /// Bucketed or whole-range query.
     pub fn query(&self, spec: &QuerySpec) -> Result<QueryResult> {
-        query::query(&self.engine.source(), spec)
+        let e = &self.engine;
+        e.with_recovery(|| query::query(&e.source(), spec))
     }
 
     /// One aggregate per series of `ns` over the last `window`.
@@ -54,9 +55,11 @@ impl Monitor {
         metric: Option<&str>,
         kind: Option<Kind>,
     ) -> Result<Summary> {
-        let src = self.engine.source();
-        let now = src.now_ms;
-        query::summary(&src, ns, window, metric, kind, now)
+        self.engine.with_recovery(|| {
+            let src = self.engine.source();
+            let now = src.now_ms;
+            query::summary(&src, ns, window, metric, kind, now)
+        })
     }
 
     /// Every series of `ns` (all when `None`).
@@ -130,7 +133,7 @@ impl Monitor {
             }
             to = dir.join(format!("scopemon-{stamp}-{n}.redb"));
         }
-        backup::backup(self.engine.store.db(), &to, false)
+        backup::backup(&*self.engine.store.db()?, &to, false)
     }
 
     /// Compactions run, totals removed per (namespace, resolution), and the

@@ -33,13 +33,13 @@ use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableTable};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hot::{CommitGate, Registry, Series};
 use crate::model::Resolution;
 use crate::stats::Stats;
-use crate::store::Store;
 use crate::store::codec::{Codec, encode_series};
 use crate::store::tables::{self, DELTAS, FLUSH_SEQ_KEY, META, SERIES};
+use crate::store::{Store, Write};
 
 /// What one flush did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -83,7 +83,6 @@ struct Pending {
     seq: u64,
     taken: Taken,
     catalog: Vec<(Arc<Series>, i64)>,
-    bytes: usize,
 }
 
 impl Flusher {
@@ -137,32 +136,27 @@ pub fn flush(
     let written = write_deltas(store, &mut flusher.codec, &taken, &catalog, gate, seq);
     let report = |bytes| report(&taken, seq, bytes, started);
     match written {
-        Ok(bytes) => {
+        Written::Done(bytes) => {
             store.writes_succeed();
             for (s, last_seen) in &catalog {
                 s.catalog_written(*last_seen);
             }
             Ok(report(bytes))
         }
-        Err(err) => {
-            let err = store.failed(err);
-            let r = report(0);
+        Written::NotLanded(err) => {
+            for (s, _, _) in &taken {
+                s.flush_failed();
+            }
+            Err(store.failed(err))
+        }
+        Written::Unknown(err) => {
+            // Nothing else is taken until a later flush settles this one.
             flusher.pending = Some(Pending {
                 seq,
                 taken,
                 catalog,
-                bytes: 0,
             });
-            // Settle at once when the store lets us: a commit that landed
-            // despite its error is a successful flush.
-            match recover(store, gate, flusher) {
-                Ok(Some(true)) => Ok(r),
-                Ok(_) => Err(err),
-                Err(again) => {
-                    tracing::warn!(error = %again, "the store could not be reopened yet");
-                    Err(err)
-                }
-            }
+            Err(store.failed(err))
         }
     }
 }
@@ -197,7 +191,7 @@ fn next_seq(store: &Store) -> Result<u64> {
 /// the commit gate throughout, so no reader sees the file and the inflight
 /// stats disagree. Returns whether the pending flush landed (`None`: none
 /// was pending). On error the pending flush stays pending.
-fn recover(store: &Store, gate: &CommitGate, flusher: &mut Flusher) -> Result<Option<bool>> {
+pub fn recover(store: &Store, gate: &CommitGate, flusher: &mut Flusher) -> Result<Option<bool>> {
     let turn = store.turn();
     let gate = gate.write();
     if store.write_health().needs_reopen() {
@@ -219,7 +213,6 @@ fn recover(store: &Store, gate: &CommitGate, flusher: &mut Flusher) -> Result<Op
         }
         tracing::warn!(
             seq = p.seq,
-            bytes = p.bytes,
             "a flush whose commit failed had landed: its data is kept once"
         );
     } else {
@@ -235,9 +228,24 @@ fn recover(store: &Store, gate: &CommitGate, flusher: &mut Flusher) -> Result<Op
     Ok(Some(landed))
 }
 
+/// How a flush's write ended.
+enum Written {
+    /// Committed (or failed to say so but landed): `bytes` of deltas, and
+    /// the inflight stats are dropped.
+    Done(usize),
+    /// Certainly not in the file: the taken stats go back to the next flush.
+    NotLanded(Error),
+    /// The file could not be read back after a failed commit: settled by a
+    /// later flush ([`recover`]).
+    Unknown(Error),
+}
+
 /// Writes the taken stats as deltas (and the catalog changes) with flush
-/// sequence number `seq`, in one transaction; on success drops the
-/// inflight stats under the gate. Returns the bytes of deltas written.
+/// sequence number `seq`, in one transaction, and settles the outcome
+/// while still holding the commit gate: on success, or on a failed commit
+/// whose sequence number is in the file nevertheless (the store reopened
+/// it, see [`crate::store::Write::commit`]), the inflight stats are
+/// dropped; so no reader ever sees a landed delta and its inflight copy.
 fn write_deltas(
     store: &Store,
     codec: &mut Codec,
@@ -245,7 +253,39 @@ fn write_deltas(
     catalog: &[(Arc<Series>, i64)],
     gate: &CommitGate,
     seq: u64,
-) -> Result<usize> {
+) -> Written {
+    let (txn, bytes) = match stage(store, codec, taken, catalog, seq) {
+        Ok(staged) => staged,
+        // Never committed: nothing of it is in the file.
+        Err(err) => return Written::NotLanded(err),
+    };
+    let gate = gate.write();
+    if let Err(err) = txn.commit() {
+        match durable_seq(store) {
+            Ok(durable) if durable >= seq => {
+                tracing::warn!(seq, error = %err, "a flush whose commit failed had landed: its data is kept once");
+            }
+            Ok(_) => return Written::NotLanded(err),
+            Err(_) => return Written::Unknown(err),
+        }
+    }
+    for (s, minute, stats) in taken {
+        s.finish_flush(*minute, stats, &gate);
+    }
+    Written::Done(bytes)
+}
+
+/// Builds the flush's write transaction: the sequence number, one delta per
+/// taken (series, minute) merged with an earlier flush's delta of the same
+/// minute, and the catalog changes. Returns it uncommitted, with the bytes
+/// of deltas it holds.
+fn stage<'s>(
+    store: &'s Store,
+    codec: &mut Codec,
+    taken: &[(Arc<Series>, i64, Arc<Stats>)],
+    catalog: &[(Arc<Series>, i64)],
+    seq: u64,
+) -> Result<(Write<'s>, usize)> {
     let mut txn = store.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut bytes = 0;
@@ -279,12 +319,7 @@ fn write_deltas(
             series.insert(s.id(), rec.as_slice())?;
         }
     }
-    let gate = gate.write();
-    txn.commit()?;
-    for (s, minute, stats) in taken {
-        s.finish_flush(*minute, stats, &gate);
-    }
-    Ok(bytes)
+    Ok((txn, bytes))
 }
 
 /// What one rollup pass did.

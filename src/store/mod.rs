@@ -76,12 +76,15 @@ pub struct Write<'a> {
 
 impl Write<'_> {
     /// Commits, then hands the turn on. A failed commit (other than a
-    /// poisoned transaction) may already be durable and leaves redb
-    /// refusing writes: the store is marked for a reopen
-    /// ([`WriteHealth::needs_reopen`]); the caller reconciles what it wrote.
+    /// poisoned transaction) may already be durable, and redb then refuses
+    /// every read and write until the file is reopened: the store is
+    /// reopened at once, still in this writer's turn, so readers are back
+    /// before the error returns, and the caller reads back what landed.
+    /// (If the reopen fails, [`WriteHealth::needs_reopen`] stays set and
+    /// the flusher retries it.)
     pub fn commit(self) -> Result<()> {
-        let store = self.store;
-        match self.txn.commit() {
+        let Write { txn, store, _turn } = self;
+        match txn.commit() {
             Ok(()) => Ok(()),
             Err(redb::CommitError::TransactionPoisoned) => {
                 Err(redb::CommitError::TransactionPoisoned.into())
@@ -89,6 +92,9 @@ impl Write<'_> {
             Err(e) => {
                 let err = Error::from(e);
                 store.health.write_failed(&err, true);
+                if let Err(again) = store.reopen(&_turn) {
+                    tracing::warn!(error = %again, "reopening the store failed; retried by the flusher");
+                }
                 Err(err)
             }
         }

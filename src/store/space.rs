@@ -75,7 +75,7 @@ impl WriteHealth {
 
 /// True for the errors after which redb refuses writes until the database
 /// is reopened (an I/O error, or its latched echo).
-pub(super) fn is_io_failure(err: &Error) -> bool {
+pub(crate) fn is_io_failure(err: &Error) -> bool {
     matches!(
         err,
         Error::Storage(redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed)
