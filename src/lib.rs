@@ -29,6 +29,7 @@ mod error;
 mod health;
 mod hot;
 mod http;
+mod index;
 pub mod instrument;
 mod memory;
 mod model;
