@@ -109,7 +109,7 @@ fn load_and_watch<T>(
     );
     println!(
         "  resident MiB over time (0s = end of load): {}",
-        trace.timeline(2.0)
+        trace.timeline((trace.samples.last().map_or(0.0, |x| x.0.as_secs_f64()) / 40.0).max(2.0))
     );
     (load, trace, extra)
 }
