@@ -29,6 +29,7 @@ mod health;
 mod hot;
 mod http;
 pub mod instrument;
+mod integrity;
 mod memory;
 mod model;
 mod monitor;

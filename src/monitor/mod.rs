@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::memory::MemorySource;
 use crate::store::flush::{FlushReport, RollupReport};
+use crate::store::guard::guard;
 use crate::tasks::{Schedule, TaskStatus, Tasks};
 
 use engine::Engine;
@@ -105,7 +106,12 @@ impl MonitorBuilder {
     /// the process is at.
     pub fn open(self) -> Result<Monitor> {
         let source = self.memory.unwrap_or_else(crate::memory::system_source);
-        let engine = Arc::new(Engine::open(self.config, self.clock.clone(), source)?);
+        let data_dir = self.config.storage.data_dir.clone();
+        let clock = self.clock.clone();
+        let engine = guard(&data_dir, "opening the store", move || {
+            Engine::open(self.config, clock, source)
+        })?;
+        let engine = Arc::new(engine);
         engine.start_memory();
         let tasks = Tasks::new(self.clock, self.background);
         register_tasks(&tasks, &engine)?;
@@ -121,7 +127,12 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
         f: impl Fn(&Engine, i64) -> Result<()> + Send + Sync + 'static,
     ) -> impl Fn(i64) -> Result<()> + Send + Sync + 'static {
         let weak: Weak<Engine> = Arc::downgrade(engine);
-        move |now| weak.upgrade().map_or(Ok(()), |e| f(&e, now))
+        let dir = engine.config.storage.data_dir.clone();
+        move |now| {
+            weak.upgrade().map_or(Ok(()), |e| {
+                guard(&dir, "running a background task", || f(&e, now))
+            })
+        }
     }
     let c = &engine.config;
     let flush_every = Schedule::Every(c.storage.flush_interval);
@@ -292,9 +303,19 @@ impl Monitor {
         // Samples recorded by racing threads before `closed` was seen are
         // in hot buckets; this flush writes them all.
         let now = self.engine.clock.now_ms();
-        self.engine.flush(now)?;
-        self.engine.rollup(now, usize::MAX)?;
+        self.guarded("flushing on close", || {
+            self.engine.flush(now)?;
+            self.engine.rollup(now, usize::MAX)
+        })?;
         Ok(())
+    }
+
+    /// Runs `f` over the store where damaged bytes (a panic in redb's
+    /// decoders, a record that does not decode) become
+    /// [`Error::StoreCorrupted`](crate::Error::StoreCorrupted) (see
+    /// `store::guard`).
+    fn guarded<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guard(&self.engine.config.storage.data_dir, what, f)
     }
 }
 

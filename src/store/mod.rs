@@ -11,7 +11,9 @@
 
 pub mod codec;
 pub mod flush;
+pub mod guard;
 pub mod migrations;
+pub mod overlay;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -119,6 +121,11 @@ pub struct OpenOptions {
     pub migrate: bool,
     /// redb's page cache in bytes (redb's own default is 1 GiB).
     pub cache_size: usize,
+    /// Verify every page's checksum before trusting the file (redb's
+    /// `check_integrity_on_open`; it reads the whole file): a file altered
+    /// since redb wrote it is refused as `Corrupted` instead of answering
+    /// from damaged pages.
+    pub verify: bool,
 }
 
 /// The page cache a store gets unless configured (`storage.cache_size`).
@@ -130,6 +137,7 @@ impl Default for OpenOptions {
             create: true,
             migrate: true,
             cache_size: DEFAULT_CACHE_SIZE,
+            verify: true,
         }
     }
 }
@@ -195,6 +203,7 @@ impl Store {
         }
         let db = Database::builder()
             .set_cache_size(opts.cache_size)
+            .set_check_integrity_on_open(opts.verify)
             .create(&path)
             .map_err(|e| map_open_error(e, &path))?;
         let found = migrations::recorded_version(&db)?;
