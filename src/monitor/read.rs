@@ -166,7 +166,9 @@ impl Monitor {
 
     /// Creates or replaces a threshold.
     pub fn put_threshold(&self, t: ThresholdSpec) -> Result<ThresholdSpec> {
-        self.engine.alerts.put_threshold(&self.engine.store, t)
+        self.guarded("storing a threshold", || {
+            self.engine.alerts.put_threshold(&self.engine.store, t)
+        })
     }
 
     /// Every threshold.
@@ -177,7 +179,9 @@ impl Monitor {
     /// Deletes a threshold (its firing alerts resolve); false if unknown.
     pub fn delete_threshold(&self, id: &str) -> Result<bool> {
         let e = &self.engine;
-        e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+        self.guarded("deleting a threshold", || {
+            e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+        })
     }
 
     /// Alerts, newest first.

@@ -115,7 +115,7 @@ impl StorageBackend for Overlay {
             // Bytes past the new end read as zeros if it grows again.
             let first = len.div_ceil(BLOCK);
             st.blocks.retain(|i, _| *i < first);
-            if len % BLOCK != 0 {
+            if !len.is_multiple_of(BLOCK) {
                 let index = len / BLOCK;
                 let mut b = self.block(&st, index)?;
                 b[(len % BLOCK) as usize..].fill(0);
