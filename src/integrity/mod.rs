@@ -358,3 +358,68 @@ fn salvage(data_dir: &Path, path: &Path) -> Result<(Dropped, PathBuf)> {
     moved(&tmp, path)?;
     Ok(((removed, unreadable), kept))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OpenOptions, Store};
+    use crate::{Config, Kind, ManualClock, Monitor, Outcome, Sample};
+    use redb::ReadableTable;
+
+    /// A store with one series and 30 minute records; returns its dir.
+    fn store(dir: &Path) {
+        let clock = std::sync::Arc::new(ManualClock::new(1_800_000_000_000));
+        let m = Monitor::builder(Config::with_data_dir(dir))
+            .clock(clock.clone())
+            .background(false)
+            .open()
+            .unwrap();
+        for i in 0..30 {
+            m.record(&Sample {
+                namespace: "ns",
+                metric: "m",
+                kind: Kind::Latency,
+                value: 10.0,
+                tags: &[],
+                outcome: Outcome::Ok,
+                timestamp_ms: Some(1_800_000_000_000 - 3_600_000 + i * 60_000),
+            })
+            .unwrap();
+        }
+        m.close().unwrap();
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_is_found_and_deleted_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path());
+        let key = {
+            let s = Store::open(dir.path(), OpenOptions::default()).unwrap();
+            let w = s.begin_write().unwrap();
+            let key = {
+                let mut t = w.open_table(MINUTE).unwrap();
+                let key = t.first().unwrap().map(|(k, _)| k.value()).unwrap();
+                t.insert(key, b"not a record".as_slice()).unwrap();
+                key
+            };
+            w.commit().unwrap();
+            key
+        };
+        let file = store::db_path(dir.path());
+        let bytes = std::fs::read(&file).unwrap();
+        let r = check(dir.path(), |_, _| {}).unwrap();
+        assert!(r.intact && !r.is_clean(), "{r:?}");
+        assert_eq!((r.bad.len(), r.bad[0].table), (1, "minute"), "{r:?}");
+        assert_eq!(r.bad[0].key, format!("{key:?}"));
+        assert!(
+            std::fs::read(&file).unwrap() == bytes,
+            "check wrote the file"
+        );
+        let r = repair(dir.path(), |_, _| {}).unwrap();
+        assert_eq!(r.method, RepairMethod::InPlace);
+        assert_eq!(r.removed.get("minute"), Some(&1));
+        assert!(r.after.is_clean() && r.after.minute == 29, "{:?}", r.after);
+        let again = repair(dir.path(), |_, _| {}).unwrap();
+        assert_eq!(again.method, RepairMethod::NothingToDo);
+    }
+}
