@@ -137,6 +137,21 @@ pub enum Error {
     /// replacing was not asked for.
     #[error("{0}")]
     WouldOverwrite(String),
+    /// The store file holds damaged bytes: a read met a record, a page or
+    /// a table entry that does not decode (redb's own decoders included:
+    /// their panics are caught where the store is read and become this).
+    #[error(
+        "the store {path} is damaged ({what}: {detail}); stop scopemon and run `scopemon check --data-dir {dir} --repair`, or `scopemon restore` a backup",
+        dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    StoreCorrupted {
+        /// The redb file.
+        path: PathBuf,
+        /// What was being done, e.g. "opening the store", "answering a query".
+        what: &'static str,
+        /// What was wrong (redb's or the decoder's words, or the panic's).
+        detail: String,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -281,7 +296,7 @@ impl Error {
             Error::StoreLocked { .. } => "store_locked",
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::SchemaTooOld { .. } => "schema_too_old",
-            Error::Corrupt { .. } => "corrupt_record",
+            Error::Corrupt { .. } | Error::StoreCorrupted { .. } => "store_corrupted",
             Error::NotAStore { .. } => "not_a_store",
             Error::WouldOverwrite(_) => "would_overwrite",
             Error::Config(_) => "invalid_config",
@@ -295,9 +310,22 @@ impl Error {
             Error::StoreUnavailable { .. } => "store_unavailable",
             Error::NotPersisted { .. } => "not_persisted",
             Error::Closed => "closed",
+            Error::Storage(redb::Error::Corrupted(_)) => "store_corrupted",
             Error::Storage(_) => "storage_error",
             Error::Io(_) => "io_error",
         }
+    }
+
+    /// True for damaged bytes met in the store: [`Error::StoreCorrupted`],
+    /// a record that does not decode ([`Error::Corrupt`]) and redb's own
+    /// `Corrupted` (HTTP 500 `store_corrupted`).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::StoreCorrupted { .. }
+                | Error::Corrupt { .. }
+                | Error::Storage(redb::Error::Corrupted(_))
+        )
     }
 
     /// True for errors caused by the caller's input (HTTP 4xx).
@@ -308,6 +336,7 @@ impl Error {
                 | Error::SchemaTooNew { .. }
                 | Error::SchemaTooOld { .. }
                 | Error::Corrupt { .. }
+                | Error::StoreCorrupted { .. }
                 | Error::Config(_)
                 | Error::Listen { .. }
                 | Error::DataDir { .. }

@@ -31,6 +31,7 @@ mod hot;
 mod http;
 mod index;
 pub mod instrument;
+mod integrity;
 mod memory;
 mod model;
 mod monitor;

@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::memory::MemorySource;
 use crate::store::flush::{FlushReport, RollupReport};
 use crate::store::limited::DiskBudget;
+use crate::store::guard::guard;
 use crate::tasks::{Schedule, TaskStatus, Tasks};
 
 use engine::Engine;
@@ -121,12 +122,13 @@ impl MonitorBuilder {
     /// the process is at.
     pub fn open(self) -> Result<Monitor> {
         let source = self.memory.unwrap_or_else(crate::memory::system_source);
-        let engine = Arc::new(Engine::open(
-            self.config,
-            self.clock.clone(),
-            source,
-            self.disk_budget,
-        )?);
+        let data_dir = self.config.storage.data_dir.clone();
+        let clock = self.clock.clone();
+        let disk_budget = self.disk_budget;
+        let engine = guard(&data_dir, "opening the store", move || {
+            Engine::open(self.config, clock, source, disk_budget)
+        })?;
+        let engine = Arc::new(engine);
         engine.start_memory();
         let tasks = Tasks::new(self.clock, self.background);
         register_tasks(&tasks, &engine)?;
@@ -142,9 +144,13 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
         f: impl Fn(&Engine, i64) -> Result<()> + Send + Sync + 'static,
     ) -> impl Fn(i64) -> Result<()> + Send + Sync + 'static {
         let weak: Weak<Engine> = Arc::downgrade(engine);
+        let dir = engine.config.storage.data_dir.clone();
         move |now| {
-            weak.upgrade()
-                .map_or(Ok(()), |e| e.with_recovery(|| f(&e, now)))
+            weak.upgrade().map_or(Ok(()), |e| {
+                guard(&dir, "running a background task", || {
+                    e.with_recovery(|| f(&e, now))
+                })
+            })
         }
     }
     let c = &engine.config;
@@ -320,7 +326,8 @@ impl Monitor {
         // Samples recorded by racing threads before `closed` was seen are
         // in hot buckets; this flush writes them all.
         let now = self.engine.clock.now_ms();
-        if let Err(err) = self.engine.flush(now) {
+        let flushed = self.guarded("flushing on close", || self.engine.flush(now));
+        if let Err(err) = flushed {
             let (samples, buckets) = self.engine.unpersisted();
             tracing::error!(samples, buckets, error = %err, "accepted samples could not be written");
             return Err(Error::NotPersisted {
@@ -329,7 +336,7 @@ impl Monitor {
                 reason: err.to_string(),
             });
         }
-        self.engine.rollup(now, usize::MAX)?;
+        self.guarded("rolling up on close", || self.engine.rollup(now, usize::MAX))?;
         Ok(())
     }
 
@@ -349,6 +356,14 @@ impl Monitor {
     pub fn storage_refused(&self) -> bool {
         self.engine.store.write_health().failing().is_some()
             || self.engine.storage_refused.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` over the store where damaged bytes (a panic in redb's
+    /// decoders, a record that does not decode) become
+    /// [`Error::StoreCorrupted`](crate::Error::StoreCorrupted) (see
+    /// `store::guard`).
+    fn guarded<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guard(&self.engine.config.storage.data_dir, what, f)
     }
 }
 

@@ -44,7 +44,9 @@ impl Monitor {
     /// Bucketed or whole-range query.
     pub fn query(&self, spec: &QuerySpec) -> Result<QueryResult> {
         let e = &self.engine;
-        e.with_recovery(|| query::query(&e.source(), spec))
+        self.guarded("answering a query", || {
+            e.with_recovery(|| query::query(&e.source(), spec))
+        })
     }
 
     /// One aggregate per series of `ns` over the last `window`.
@@ -55,10 +57,12 @@ impl Monitor {
         metric: Option<&str>,
         kind: Option<Kind>,
     ) -> Result<Summary> {
-        self.engine.with_recovery(|| {
-            let src = self.engine.source();
-            let now = src.now_ms;
-            query::summary(&src, ns, window, metric, kind, now)
+        self.guarded("answering a summary", || {
+            self.engine.with_recovery(|| {
+                let src = self.engine.source();
+                let now = src.now_ms;
+                query::summary(&src, ns, window, metric, kind, now)
+            })
         })
     }
 
@@ -86,12 +90,14 @@ impl Monitor {
 
     /// Writes every hot bucket to the store now (and evaluates thresholds).
     pub fn flush(&self) -> Result<FlushReport> {
-        self.engine.flush(self.engine.clock.now_ms())
+        self.guarded("flushing", || self.engine.flush(self.engine.clock.now_ms()))
     }
 
     /// Moves closed minutes' deltas into minute/hour/day records now.
     pub fn rollup(&self) -> Result<RollupReport> {
-        self.engine.rollup(self.engine.clock.now_ms(), usize::MAX)
+        self.guarded("rolling up", || {
+            self.engine.rollup(self.engine.clock.now_ms(), usize::MAX)
+        })
     }
 
     /// Retention that applies to `ns`.
@@ -102,14 +108,18 @@ impl Monitor {
     /// Stores a retention override for `ns` (any subset of the keys) and
     /// returns the retention now in force.
     pub fn set_retention(&self, ns: &str, rule: &RetentionRule) -> Result<Retention> {
-        self.engine
-            .policy
-            .set_override(&self.engine.store, ns, rule)
+        self.guarded("storing a retention override", || {
+            self.engine
+                .policy
+                .set_override(&self.engine.store, ns, rule)
+        })
     }
 
     /// Applies retention now (rollup first, then bounded deletions).
     pub fn compact(&self, opts: CompactOptions) -> Result<CompactReport> {
-        self.engine.compact(self.engine.clock.now_ms(), opts)
+        self.guarded("compacting", || {
+            self.engine.compact(self.engine.clock.now_ms(), opts)
+        })
     }
 
     /// Writes a consistent copy of the store to
@@ -156,6 +166,10 @@ impl Monitor {
     /// The baseline of a selection: the cached one when younger than the
     /// recompute interval, else computed now (and cached).
     pub fn baseline(&self, sel: &Selection) -> Result<Baseline> {
+        self.guarded("computing a baseline", || self.baseline_unguarded(sel))
+    }
+
+    fn baseline_unguarded(&self, sel: &Selection) -> Result<Baseline> {
         let e = &self.engine;
         let now = e.clock.now_ms();
         let max_age =
@@ -176,12 +190,16 @@ impl Monitor {
     /// Recomputes the baseline of every series active in the window (what
     /// the background task does); returns how many.
     pub fn recompute_baselines(&self) -> Result<usize> {
-        self.engine.recompute_baselines(self.engine.clock.now_ms())
+        self.guarded("computing baselines", || {
+            self.engine.recompute_baselines(self.engine.clock.now_ms())
+        })
     }
 
     /// Creates or replaces a threshold.
     pub fn put_threshold(&self, t: ThresholdSpec) -> Result<ThresholdSpec> {
-        self.engine.alerts.put_threshold(&self.engine.store, t)
+        self.guarded("storing a threshold", || {
+            self.engine.alerts.put_threshold(&self.engine.store, t)
+        })
     }
 
     /// Every threshold.
@@ -192,7 +210,9 @@ impl Monitor {
     /// Deletes a threshold (its firing alerts resolve); false if unknown.
     pub fn delete_threshold(&self, id: &str) -> Result<bool> {
         let e = &self.engine;
-        e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+        self.guarded("deleting a threshold", || {
+            e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+        })
     }
 
     /// Alerts, newest first.
@@ -202,14 +222,18 @@ impl Monitor {
 
     /// Evaluates every threshold now (also done after every flush).
     pub fn evaluate_alerts(&self) -> Result<Vec<Transition>> {
-        self.engine.evaluate_alerts(self.engine.clock.now_ms())
+        self.guarded("evaluating thresholds", || {
+            self.engine.evaluate_alerts(self.engine.clock.now_ms())
+        })
     }
 
     /// check_performance_health of a namespace.
     pub fn performance_health(&self, namespace: &str) -> Result<PerformanceHealth> {
         let e = &self.engine;
-        e.alerts
-            .performance_health(&e.source(), &e.baselines, namespace, e.clock.now_ms())
+        self.guarded("checking performance health", || {
+            e.alerts
+                .performance_health(&e.source(), &e.baselines, namespace, e.clock.now_ms())
+        })
     }
 
     /// Alert counters (for `/metrics`).

@@ -11,8 +11,10 @@
 
 pub mod codec;
 pub mod flush;
+pub mod guard;
 pub mod limited;
 pub mod migrations;
+pub mod overlay;
 pub mod space;
 pub mod tables;
 
@@ -136,7 +138,9 @@ pub type DbRef<'a> = parking_lot::MappedRwLockReadGuard<'a, Database>;
 /// Opens (creating) the redb file at `path` with `opts`' cache and disk.
 fn open_db(path: &Path, opts: &OpenOptions) -> Result<Database> {
     let mut builder = Database::builder();
-    builder.set_cache_size(opts.cache_size);
+    builder
+        .set_cache_size(opts.cache_size)
+        .set_check_integrity_on_open(opts.verify);
     let opened = match &opts.disk_budget {
         Some(budget) => LimitedBackend::open(path, budget.clone())
             .and_then(|backend| builder.create_with_backend(backend)),
@@ -182,6 +186,11 @@ pub struct OpenOptions {
     /// Fault tests: the file's writes fail with `ENOSPC` once this budget
     /// is spent ([`limited`]). `None`: the real file, unlimited.
     pub disk_budget: Option<DiskBudget>,
+    /// Verify every page's checksum before trusting the file (redb's
+    /// `check_integrity_on_open`; it reads the whole file): a file altered
+    /// since redb wrote it is refused as `Corrupted` instead of answering
+    /// from damaged pages.
+    pub verify: bool,
 }
 
 /// The page cache a store gets unless configured (`storage.cache_size`).
@@ -194,6 +203,7 @@ impl Default for OpenOptions {
             migrate: true,
             cache_size: DEFAULT_CACHE_SIZE,
             disk_budget: None,
+            verify: true,
         }
     }
 }
@@ -408,7 +418,13 @@ impl Store {
         {
             tracing::debug!(error = %e, "closing the failed database");
         }
-        let db = open_db(&self.path, &self.opts)?;
+        // No full verification here: the file was verified when first
+        // opened, and a reopen must be quick (readers wait for it).
+        let opts = OpenOptions {
+            verify: false,
+            ..self.opts.clone()
+        };
+        let db = open_db(&self.path, &opts)?;
         *slot = Some(db);
         self.health.reopened();
         tracing::warn!(path = %self.path.display(), "store reopened after a write error");
