@@ -58,6 +58,10 @@ pub fn encode_bincode<T: Serialize>(table: &'static str, version: u8, body: &T) 
     Ok(out)
 }
 
+/// Most bytes a bincode record body may claim to hold (names, tags and
+/// overrides are far smaller).
+const MAX_BINCODE_BODY: usize = 1 << 20;
+
 /// Inverse of [`encode_bincode`].
 pub fn decode_bincode<T: serde::de::DeserializeOwned>(
     table: &'static str,
@@ -65,7 +69,10 @@ pub fn decode_bincode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T> {
     let body = versioned_body(table, bytes, version)?;
-    bincode::serde::decode_from_slice(body, bincode::config::standard())
+    // The limit makes a damaged length prefix an error before it becomes
+    // an allocation (bincode reserves what a string or vector claims).
+    let config = bincode::config::standard().with_limit::<MAX_BINCODE_BODY>();
+    bincode::serde::decode_from_slice(body, config)
         .map(|(v, _)| v)
         .map_err(|e| Error::Corrupt {
             table,
@@ -311,6 +318,10 @@ const V2_DEFLATE_COOKIE: u32 = 0x1c84_9304 | 0x10;
 /// of the plain V2 histogram, then one zstd frame of it.
 const V2_ZSTD_COOKIE: u32 = 0x5c0d_5a01;
 
+/// Most bytes a compressed histogram may inflate to (a plain V2 histogram
+/// of the widest kind at 5 digits with every count set is far smaller).
+const MAX_PLAIN_HIST: usize = 16 << 20;
+
 /// Decompressors kept across records (their tables are reused).
 struct Unpacker {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
@@ -328,8 +339,27 @@ impl Unpacker {
     }
 
     /// The plain V2 bytes of `hist`: itself when plain, else decompressed
-    /// into this unpacker's buffer.
+    /// into this unpacker's buffer; checked to be a plain V2 histogram
+    /// whose payload is all there (the crate's deserializer allocates the
+    /// length its header claims before reading it).
     fn plain<'a>(&'a mut self, hist: &'a [u8]) -> Result<&'a [u8]> {
+        let plain = self.unpack(hist)?;
+        let be32 = |at: usize| {
+            plain
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+        };
+        if be32(0) != Some(V2_COOKIE) {
+            return Err(corrupt("histogram is not HdrHistogram V2"));
+        }
+        match be32(4) {
+            Some(len) if len as usize <= plain.len().saturating_sub(V2_HEADER) => Ok(plain),
+            _ => Err(corrupt("histogram payload is truncated")),
+        }
+    }
+
+    fn unpack<'a>(&'a mut self, hist: &'a [u8]) -> Result<&'a [u8]> {
         let cookie = hist
             .get(0..4)
             .and_then(|b| b.try_into().ok())
@@ -342,7 +372,7 @@ impl Unpacker {
                     .map(u32::from_be_bytes)
                     .ok_or_else(|| corrupt("compressed histogram is truncated"))?
                     as usize;
-                if len > 16 << 20 {
+                if len > MAX_PLAIN_HIST {
                     return Err(corrupt("compressed histogram claims an absurd size"));
                 }
                 let z = match &mut self.zstd {
@@ -405,6 +435,11 @@ fn inflate_v2(
             flate2::FlushDecompress::Finish,
         ) {
             Ok(flate2::Status::StreamEnd) => return Some(Ok(())),
+            Ok(_) if out.len() >= MAX_PLAIN_HIST => {
+                return Some(Err(corrupt(
+                    "compressed histogram inflates to an absurd size",
+                )));
+            }
             Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity().max(256)),
             Ok(_) => return Some(Err(corrupt("compressed histogram ends early"))),
             Err(e) => return Some(Err(corrupt(format!("bad compressed histogram: {e}")))),
@@ -515,7 +550,7 @@ fn walk_v2(
                 "histogram count at index {index} is out of range"
             ))));
         }
-        index += 1;
+        index = index.saturating_add(1);
     }
     Some(Ok(()))
 }
