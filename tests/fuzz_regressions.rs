@@ -95,6 +95,11 @@ fn a_zero_count_after_saturating_runs_of_zeros_does_not_overflow() {
     payload.push(0); // a zero count
     let record = bucket_record(&latency_v2(&payload));
     let mut c = Codec::new();
+    // The fuzz target then found the crate's deserializer negating the
+    // same i64::MIN run (an overflow panic in debug builds).
+    assert!(c.decode(&record).is_err());
+    let mut other = Stats::new(Kind::Latency, Precision::new(3).unwrap());
+    assert!(c.decode_into(&record, &mut other).is_err());
     let mut into = Stats::new(Kind::Latency, Precision::DEFAULT);
     let _ = c.decode_into(&record, &mut into);
     let mut staged = Stats::new(Kind::Latency, Precision::DEFAULT);

@@ -10,6 +10,7 @@
 //!
 //! Series records (the catalog) use the same scheme with their own body.
 
+use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
@@ -216,11 +217,8 @@ impl Codec {
     /// Decodes a bucket of `kind`.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<BucketRecord> {
         let body = bucket_body(bytes)?;
-        let mut reader = self.unpacker.plain(body.hist)?;
-        let hist = self
-            .de
-            .deserialize::<u64, _>(&mut reader)
-            .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+        let plain = self.unpacker.plain(body.hist)?;
+        let hist = crate_deserialize(&mut self.de, plain)?;
         Ok(BucketRecord {
             first: body.first,
             last: body.last,
@@ -291,13 +289,26 @@ impl Codec {
 
 /// The slow path: materialise the histogram with the crate's deserializer
 /// and add it (other precisions or bounds than `into`).
-fn add_via_crate(de: &mut Deserializer, mut plain: &[u8], into: &mut Stats) -> Result<()> {
-    let hist = de
-        .deserialize::<u64, _>(&mut plain)
-        .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+fn add_via_crate(de: &mut Deserializer, plain: &[u8], into: &mut Stats) -> Result<()> {
+    let hist = crate_deserialize(de, plain)?;
     into.hist
         .add(&hist)
         .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))
+}
+
+/// The crate's deserializer on a plain V2 histogram (as checked by
+/// `Unpacker::plain`), refusing first a zero run of `i64::MIN`, which the
+/// crate negates (an overflow panic where overflow checks are on).
+fn crate_deserialize(de: &mut Deserializer, mut plain: &[u8]) -> Result<Histogram<u64>> {
+    let mut payload = plain.get(V2_HEADER..).unwrap_or_default();
+    while let Some((zz, n)) = read_varint(payload) {
+        if zz == u64::MAX {
+            return Err(corrupt("histogram has a zero run out of range"));
+        }
+        payload = &payload[n..];
+    }
+    de.deserialize::<u64, _>(&mut plain)
+        .map_err(|e| corrupt(format!("bad histogram: {e:?}")))
 }
 
 /// Adds a record's exact sum, min, max and errors.
