@@ -87,10 +87,13 @@ pub use protection::{CallOptions, Infrastructure, ProtectionError, ProtectionLay
 
 /// Not part of scopemon's API: store internals for the project's own
 /// benchmarks, tests and the offline commands, which build, inspect or
-/// damage store files directly. Anything here may change at any time.
+/// damage store files directly, and the entry points of the fuzz targets
+/// (`fuzz/`). Anything here may change at any time.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::alerts::configured_rules;
     pub use crate::hot::Series;
+    pub use crate::http::{IngestOutcome, ingest_body, query_spec_of};
     pub use crate::retention::{RetentionPolicy, compact, count_expired};
     pub use crate::stats::Stats;
     pub use crate::store::codec::{Codec, decode_series, encode_series};

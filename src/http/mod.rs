@@ -31,6 +31,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+#[doc(hidden)]
+pub use self::ingest::{IngestOutcome, ingest_body};
+#[doc(hidden)]
+pub use self::query::query_spec_of;
 use crate::error::Error;
 use crate::health::HealthAggregator;
 use crate::monitor::Monitor;
