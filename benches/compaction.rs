@@ -124,7 +124,7 @@ fn build(dir: &Path, series: usize, days: i64) -> Built {
         })
         .collect();
     {
-        let txn = store.db().begin_write().expect("write txn");
+        let txn = store.db().expect("db").begin_write().expect("write txn");
         {
             let mut t = txn.open_table(SERIES).expect("series table");
             for (i, key) in keys.iter().enumerate() {
@@ -156,7 +156,7 @@ fn build(dir: &Path, series: usize, days: i64) -> Built {
     };
     for day in 0..days {
         let day_start = T0 + day * DAY_MS;
-        let mut txn = store.db().begin_write().expect("write txn");
+        let mut txn = store.db().expect("db").begin_write().expect("write txn");
         let last_day = day + 1 == days;
         txn.set_durability(if last_day {
             Durability::Immediate
@@ -322,10 +322,12 @@ fn run_compaction(base: &Path, built: &Built, expected: u64, batch: usize, how: 
     let load_before = loadavg();
     let size_before = file_size(&path);
     let mut store = Store::open(dir.path(), OpenOptions::default()).expect("open copy");
-    let policy = RetentionPolicy::load(&Config::default(), store.db()).expect("policy");
+    let policy =
+        RetentionPolicy::load(&Config::default(), &*store.db().expect("db")).expect("policy");
     // a dry run reads every expired key: not on a cold run
     let dry_run_ms = (!how.cold).then(|| {
-        let dry = retention::count_expired(store.db(), &policy, built.now).expect("dry run");
+        let dry = retention::count_expired(&*store.db().expect("db"), &policy, built.now)
+            .expect("dry run");
         assert_eq!(dry.total_removed, expected);
         dry.duration_ms
     });
@@ -339,18 +341,19 @@ fn run_compaction(base: &Path, built: &Built, expected: u64, batch: usize, how: 
             .expect("compact")
     };
     let (report, waits, late) = if how.probe {
-        with_probe(store.db(), compact)
+        with_probe(&store.db().expect("db"), compact)
     } else {
         (compact(), Vec::new(), Vec::new())
     };
     assert_eq!(report.total_removed, expected, "removed what was expired");
-    let left = retention::count_expired(store.db(), &policy, built.now).expect("recount");
+    let left =
+        retention::count_expired(&*store.db().expect("db"), &policy, built.now).expect("recount");
     assert_eq!(left.total_removed, 0, "expired buckets left behind");
     let size_after = file_size(&path);
     let file_compact = how.redb_compact.then(|| {
         let started = Instant::now();
         let mut calls = 1;
-        while store.db_mut().compact().expect("redb compact") {
+        while store.db_mut().expect("db").compact().expect("redb compact") {
             calls += 1;
         }
         (started.elapsed().as_secs_f64(), file_size(&path), calls)
@@ -615,12 +618,12 @@ fn calibrate(series: usize) -> [(u64, f64, f64); 2] {
         let mut buckets = 0u64;
         {
             use redb::{ReadableDatabase, ReadableTableMetadata};
-            let rtx = store.db().begin_read().expect("read txn");
+            let rtx = store.db().expect("db").begin_read().expect("read txn");
             for def in [MINUTE, HOUR, DAY] {
                 buckets += rtx.open_table(def).expect("table").len().expect("len");
             }
         }
-        while store.db_mut().compact().expect("compact") {}
+        while store.db_mut().expect("db").compact().expect("compact") {}
         let compacted = file_size(&path);
         (
             buckets,
@@ -718,8 +721,9 @@ fn main() {
     let built_size = file_size(&base);
     let expected = {
         let store = Store::open(base_dir.path(), OpenOptions::default()).expect("open base");
-        let policy = RetentionPolicy::load(&Config::default(), store.db()).expect("policy");
-        retention::count_expired(store.db(), &policy, built.now)
+        let policy =
+            RetentionPolicy::load(&Config::default(), &*store.db().expect("db")).expect("policy");
+        retention::count_expired(&*store.db().expect("db"), &policy, built.now)
             .expect("count")
             .total_removed
     };

@@ -225,6 +225,11 @@ pub struct StorageConfig {
     /// redb's page cache, bytes (redb's own default is 1 GiB).
     #[serde(deserialize_with = "de_size")]
     pub cache_size: u64,
+    /// Free space kept for flushes: below it on the data directory's file
+    /// system HTTP ingest answers `507 insufficient_storage` (what is
+    /// already accepted is still flushed into this reserve).
+    #[serde(deserialize_with = "de_size")]
+    pub min_free_space: u64,
 }
 
 impl Default for StorageConfig {
@@ -238,6 +243,7 @@ impl Default for StorageConfig {
             compact_interval: Duration::from_secs(600),
             max_hot_bytes: 256 << 20,
             cache_size: 64 << 20,
+            min_free_space: 64 << 20,
         }
     }
 }

@@ -125,6 +125,33 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A file given as a store (a backup to restore) is not one.
+    #[error("{path} is not a scopemon store: {reason}; nothing was changed")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The operation would replace a file or a store holding data, and
+    /// replacing was not asked for.
+    #[error("{0}")]
+    WouldOverwrite(String),
+    /// The store file holds damaged bytes: a read met a record, a page or
+    /// a table entry that does not decode (redb's own decoders included:
+    /// their panics are caught where the store is read and become this).
+    #[error(
+        "the store {path} is damaged ({what}: {detail}); stop scopemon and run `scopemon check --data-dir {dir} --repair`, or `scopemon restore` a backup",
+        dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    StoreCorrupted {
+        /// The redb file.
+        path: PathBuf,
+        /// What was being done, e.g. "opening the store", "answering a query".
+        what: &'static str,
+        /// What was wrong (redb's or the decoder's words, or the panic's).
+        detail: String,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -185,6 +212,40 @@ pub enum Error {
         /// The pressure ratio of the last check.
         ratio: f64,
     },
+    /// The disk holding the store is full, or a write to it failed: ingest
+    /// is refused (nothing of the batch is kept) until writes succeed again,
+    /// which scopemon detects by itself; reads keep answering.
+    #[error(
+        "the store cannot take writes ({reason}); nothing of this batch was kept: free space on the data directory's disk (GET /health shows it) and resend; ingest resumes by itself"
+    )]
+    InsufficientStorage {
+        /// What failed, or how little space is left.
+        reason: String,
+    },
+    /// The store file is closed after a write error and could not be opened
+    /// again yet; scopemon retries on every flush interval.
+    #[error(
+        "the store {path} is closed after a write error and reopening it failed ({reason}); it is retried every flush interval: free space on its disk"
+    )]
+    StoreUnavailable {
+        /// The redb file.
+        path: PathBuf,
+        /// The last error.
+        reason: String,
+    },
+    /// A clean shutdown could not write everything accepted (the final
+    /// flush failed, e.g. on a full disk).
+    #[error(
+        "{samples} accepted samples in {buckets} series-minutes could not be written and are lost: {reason}"
+    )]
+    NotPersisted {
+        /// Samples still in memory.
+        samples: u64,
+        /// (series, minute) buckets holding them.
+        buckets: usize,
+        /// Why the final flush failed.
+        reason: String,
+    },
     /// The monitor has been closed.
     #[error("the monitor is closed")]
     Closed,
@@ -235,7 +296,9 @@ impl Error {
             Error::StoreLocked { .. } => "store_locked",
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::SchemaTooOld { .. } => "schema_too_old",
-            Error::Corrupt { .. } => "corrupt_record",
+            Error::Corrupt { .. } | Error::StoreCorrupted { .. } => "store_corrupted",
+            Error::NotAStore { .. } => "not_a_store",
+            Error::WouldOverwrite(_) => "would_overwrite",
             Error::Config(_) => "invalid_config",
             Error::Listen { .. } => "listen_failed",
             Error::DataDir { .. } => "data_dir_unusable",
@@ -243,10 +306,26 @@ impl Error {
             Error::Webhook { .. } => "webhook_failed",
             Error::MemoryPressureHigh { .. } => "memory_pressure_high",
             Error::MemoryPressureCritical { .. } => "memory_pressure_critical",
+            Error::InsufficientStorage { .. } => "insufficient_storage",
+            Error::StoreUnavailable { .. } => "store_unavailable",
+            Error::NotPersisted { .. } => "not_persisted",
             Error::Closed => "closed",
+            Error::Storage(redb::Error::Corrupted(_)) => "store_corrupted",
             Error::Storage(_) => "storage_error",
             Error::Io(_) => "io_error",
         }
+    }
+
+    /// True for damaged bytes met in the store: [`Error::StoreCorrupted`],
+    /// a record that does not decode ([`Error::Corrupt`]) and redb's own
+    /// `Corrupted` (HTTP 500 `store_corrupted`).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::StoreCorrupted { .. }
+                | Error::Corrupt { .. }
+                | Error::Storage(redb::Error::Corrupted(_))
+        )
     }
 
     /// True for errors caused by the caller's input (HTTP 4xx).
@@ -257,6 +336,7 @@ impl Error {
                 | Error::SchemaTooNew { .. }
                 | Error::SchemaTooOld { .. }
                 | Error::Corrupt { .. }
+                | Error::StoreCorrupted { .. }
                 | Error::Config(_)
                 | Error::Listen { .. }
                 | Error::DataDir { .. }
@@ -264,6 +344,9 @@ impl Error {
                 | Error::Webhook { .. }
                 | Error::MemoryPressureHigh { .. }
                 | Error::MemoryPressureCritical { .. }
+                | Error::InsufficientStorage { .. }
+                | Error::StoreUnavailable { .. }
+                | Error::NotPersisted { .. }
                 | Error::Closed
                 | Error::Storage(_)
                 | Error::Io(_)

@@ -35,6 +35,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
+use crate::index::SeriesIndex;
 use crate::model::{Kind, Outcome, Resolution, SeriesKey, Tags};
 use crate::stats::{Precision, Stats};
 
@@ -335,15 +336,13 @@ impl Series {
     }
 }
 
-/// (namespace, metric, kind) -> series of that metric.
-type MetricIndex = BTreeMap<(String, String, Kind), Vec<Arc<Series>>>;
-
 type Shard = RwLock<HashMap<u64, Vec<Arc<Series>>, foldhash::fast::FixedState>>;
 
-/// Every known series, sharded, with a (namespace, metric, kind) index.
+/// Every known series, sharded, with an index by metric and tag (posting
+/// lists, `crate::index`) that queries select from.
 pub struct Registry {
     shards: Box<[Shard]>,
-    index: RwLock<MetricIndex>,
+    index: RwLock<SeriesIndex>,
     per_namespace: Mutex<HashMap<String, usize>>,
     next_id: AtomicU64,
     hasher: foldhash::fast::FixedState,
@@ -367,7 +366,7 @@ impl Registry {
             shards: (0..SHARDS)
                 .map(|_| RwLock::new(HashMap::default()))
                 .collect(),
-            index: RwLock::new(BTreeMap::new()),
+            index: RwLock::new(SeriesIndex::default()),
             per_namespace: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             hasher: foldhash::fast::FixedState::with_seed(0x05c0_9e40),
@@ -531,38 +530,21 @@ impl Registry {
         })
     }
 
+    /// Called once a new series is in its shard (its lock released).
     fn add_to_index(&self, s: &Arc<Series>) {
-        let k = &s.key;
-        self.index
-            .write()
-            .entry((k.namespace.clone(), k.metric.clone(), k.kind))
-            .or_default()
-            .push(s.clone());
+        self.index.write().add(s);
     }
 
-    /// Series of one metric whose tags include `filter`.
+    /// Series of one metric whose tags include `filter`, in creation order
+    /// (from the tag index: costs what the matching series cost).
     pub fn select(&self, ns: &str, metric: &str, kind: Kind, filter: &Tags) -> Vec<Arc<Series>> {
-        let index = self.index.read();
-        index
-            .get(&(ns.to_owned(), metric.to_owned(), kind))
-            .map(|v| {
-                v.iter()
-                    .filter(|s| s.key.tags.includes(filter))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.index.read().select(ns, metric, kind, filter)
     }
 
     /// Every series of a namespace (all namespaces when `None`), ordered by
     /// metric, kind, then creation.
     pub fn in_namespace(&self, ns: Option<&str>) -> Vec<Arc<Series>> {
-        let index = self.index.read();
-        index
-            .iter()
-            .filter(|((n, _, _), _)| ns.is_none_or(|ns| n == ns))
-            .flat_map(|(_, v)| v.iter().cloned())
-            .collect()
+        self.index.read().in_namespace(ns)
     }
 
     /// Namespaces with their series counts.
@@ -617,11 +599,7 @@ impl Registry {
             map.shrink_to_fit();
             freed += before.saturating_sub(map.capacity()) * entry;
         }
-        for list in self.index.write().values_mut() {
-            freed += (list.capacity() - list.len()) * size_of::<Arc<Series>>();
-            list.shrink_to_fit();
-        }
-        freed
+        freed + self.index.write().shrink()
     }
 
     /// Number of series whose hot state holds data.

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod alerts;
+mod backup;
 mod baseline;
 mod clock;
 mod config;
@@ -28,7 +29,9 @@ mod error;
 mod health;
 mod hot;
 mod http;
+mod index;
 pub mod instrument;
+mod integrity;
 mod memory;
 mod model;
 mod monitor;
@@ -45,6 +48,7 @@ pub use alerts::{
     Alert, AlertCounters, AlertState, HealthStatus, Issue, PerformanceHealth, Reason, Severity,
     Transition, TransitionKind,
 };
+pub use backup::{BackupReport, RestoreReport};
 pub use baseline::{Band, Baseline, BaselineStatus, Selection};
 pub use clock::{Clock, JumpWaker, ManualClock, SharedClock, SystemClock};
 pub use config::{
@@ -75,6 +79,7 @@ pub use retention::{CompactOptions, CompactReport};
 pub use stats::{Aggregation, Point, Precision};
 pub use store::DB_FILE;
 pub use store::flush::{FlushReport, RollupReport};
+pub use store::limited::DiskBudget;
 pub use tasks::TaskStatus;
 
 pub use instrument::{InstrumentationLayer, SpanTimingLayer};
@@ -82,10 +87,13 @@ pub use protection::{CallOptions, Infrastructure, ProtectionError, ProtectionLay
 
 /// Not part of scopemon's API: store internals for the project's own
 /// benchmarks, tests and the offline commands, which build, inspect or
-/// damage store files directly. Anything here may change at any time.
+/// damage store files directly, and the entry points of the fuzz targets
+/// (`fuzz/`). Anything here may change at any time.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::alerts::configured_rules;
     pub use crate::hot::Series;
+    pub use crate::http::{IngestOutcome, ingest_body, query_spec_of};
     pub use crate::retention::{RetentionPolicy, compact, count_expired};
     pub use crate::stats::Stats;
     pub use crate::store::codec::{Codec, decode_series, encode_series};

@@ -14,27 +14,36 @@
 //! - A compaction dry run opens the file read-only: it leaves it
 //!   byte-for-byte unchanged.
 //! - Every function closes the store before it returns.
+//! - [`backup`] never changes the store it copies (it opens it read-only
+//!   unless crash recovery is due); [`restore`] changes nothing when the
+//!   backup or the target is refused (see `src/backup.rs`).
+//! - Damaged bytes never panic: each operation runs inside a store guard
+//!   (`store::guard`), so they come back as [`Error::StoreCorrupted`];
+//!   [`check`] and [`repair`] (module `integrity`) find and mend them.
 
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use crate::config::{Config, Retention, RetentionRule};
 use crate::error::{Error, Result};
 use crate::monitor::Monitor;
 use crate::retention::{self, CompactOptions, RetentionPolicy};
-use crate::store::codec::{Codec, decode_series};
-use crate::store::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
+use crate::store::codec::Codec;
+use crate::store::guard::guard;
 use crate::store::{self, OpenOptions, Store, migrations};
 
+pub use crate::backup::{BackupReport, RestoreReport};
+pub use crate::integrity::{BadRecord, CheckReport, RepairMethod, RepairReport, check, repair};
 pub use crate::retention::CompactReport;
 
 /// Opens an existing store, neither creating nor migrating it.
 const EXISTING: OpenOptions = OpenOptions {
+    disk_budget: None,
     create: false,
     migrate: false,
     cache_size: store::DEFAULT_CACHE_SIZE,
+    verify: true,
 };
 
 /// The store file in `data_dir`, or [`Error::NotFound`] naming it.
@@ -56,122 +65,6 @@ pub fn require_store(data_dir: &Path) -> Result<PathBuf> {
 pub fn open(config: Config) -> Result<Monitor> {
     require_store(&config.storage.data_dir)?;
     Monitor::builder(config).background(false).open()
-}
-
-/// A record that failed to decode.
-#[derive(Debug, Clone, Serialize)]
-pub struct BadRecord {
-    /// `series`, `deltas`, `minute`, `hour` or `day`.
-    pub table: &'static str,
-    /// Its key, as printed.
-    pub key: String,
-    /// Why it failed.
-    pub error: String,
-}
-
-impl std::fmt::Display for BadRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (table, key, error) = (self.table, &self.key, &self.error);
-        match table {
-            "series" => write!(f, "series {key}: {error}"),
-            "deltas" => write!(f, "delta {key}: {error}"),
-            _ => write!(f, "{table} bucket {key}: {error}"),
-        }
-    }
-}
-
-/// What [`check`] found.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    /// The store file.
-    pub path: PathBuf,
-    /// Its schema version.
-    pub schema_version: u64,
-    /// False when redb's integrity check had to repair the file.
-    pub intact: bool,
-    /// Records in the series catalog.
-    pub series: u64,
-    /// Delta records not yet rolled up.
-    pub deltas: u64,
-    /// Minute bucket records.
-    pub minute: u64,
-    /// Hour bucket records.
-    pub hour: u64,
-    /// Day bucket records.
-    pub day: u64,
-    /// Records that failed to decode.
-    pub bad: Vec<BadRecord>,
-}
-
-/// redb's own integrity check, then every record decoded. `progress` is
-/// called with (records done, records total).
-pub fn check(data_dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<CheckReport> {
-    require_store(data_dir)?;
-    let mut store = Store::open(data_dir, EXISTING)?;
-    let intact = store.db_mut().check_integrity()?;
-    let txn = store.db().begin_read()?;
-    let series = txn.open_table(SERIES)?;
-    let deltas = txn.open_table(DELTAS)?;
-    let buckets = [
-        ("minute", txn.open_table(MINUTE)?),
-        ("hour", txn.open_table(HOUR)?),
-        ("day", txn.open_table(DAY)?),
-    ];
-    let counts = [series.len()?, deltas.len()?];
-    let bucket_counts = [
-        buckets[0].1.len()?,
-        buckets[1].1.len()?,
-        buckets[2].1.len()?,
-    ];
-    let total = counts.iter().chain(&bucket_counts).sum::<u64>();
-    let mut done = 0u64;
-    let mut step = |done: &mut u64| {
-        *done += 1;
-        progress(*done, total);
-    };
-    let mut bad = Vec::new();
-    let mut push = |table, key: String, e: Error| {
-        bad.push(BadRecord {
-            table,
-            key,
-            error: e.to_string(),
-        });
-    };
-    for entry in series.iter()? {
-        let (k, v) = entry?;
-        if let Err(e) = decode_series(v.value()) {
-            push("series", k.value().to_string(), e);
-        }
-        step(&mut done);
-    }
-    let mut codec = Codec::new();
-    for entry in deltas.iter()? {
-        let (k, v) = entry?;
-        if let Err(e) = codec.decode(v.value()) {
-            push("deltas", format!("{:?}", k.value()), e);
-        }
-        step(&mut done);
-    }
-    for (name, table) in &buckets {
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            if let Err(e) = codec.decode(v.value()) {
-                push(name, format!("{:?}", k.value()), e);
-            }
-            step(&mut done);
-        }
-    }
-    Ok(CheckReport {
-        path: store.path().to_path_buf(),
-        schema_version: store.schema_version(),
-        intact,
-        series: counts[0],
-        deltas: counts[1],
-        minute: bucket_counts[0],
-        hour: bucket_counts[1],
-        day: bucket_counts[2],
-        bad,
-    })
 }
 
 /// Where a [`compact`] is.
@@ -208,18 +101,35 @@ pub fn compact(
     config: &Config,
     dry_run: bool,
     now_ms: i64,
-    mut progress: impl FnMut(CompactStep),
+    progress: impl FnMut(CompactStep),
 ) -> Result<Compaction> {
     let data_dir = &config.storage.data_dir;
     let path = require_store(data_dir)?;
     let file_bytes_before = file_size(&path)?;
-    let report = if dry_run {
+    let report = guard(data_dir, "compacting", || {
+        compact_inner(config, dry_run, now_ms, progress)
+    })?;
+    Ok(Compaction {
+        report,
+        file_bytes_before,
+        file_bytes_after: file_size(&path)?,
+    })
+}
+
+fn compact_inner(
+    config: &Config,
+    dry_run: bool,
+    now_ms: i64,
+    mut progress: impl FnMut(CompactStep),
+) -> Result<CompactReport> {
+    let data_dir = &config.storage.data_dir;
+    Ok(if dry_run {
         let db = store::open_read_only(data_dir)?;
         let policy = RetentionPolicy::load(config, &db)?;
         retention::count_expired(&db, &policy, now_ms)?
     } else {
         let mut store = Store::open(data_dir, EXISTING)?;
-        let policy = RetentionPolicy::load(config, store.db())?;
+        let policy = RetentionPolicy::load(config, &*store.db()?)?;
         let report = retention::compact(
             &store,
             &policy,
@@ -229,13 +139,8 @@ pub fn compact(
             |done, total| progress(CompactStep::Retention { done, total }),
         )?;
         progress(CompactStep::Reclaiming);
-        while store.db_mut().compact()? {}
+        while store.db_mut()?.compact()? {}
         report
-    };
-    Ok(Compaction {
-        report,
-        file_bytes_before,
-        file_bytes_after: file_size(&path)?,
     })
 }
 
@@ -253,13 +158,22 @@ fn file_size(path: &Path) -> Result<u64> {
 fn open_policy(config: &Config) -> Result<(Store, RetentionPolicy)> {
     require_store(&config.storage.data_dir)?;
     let store = Store::open(&config.storage.data_dir, EXISTING)?;
-    let policy = RetentionPolicy::load(config, store.db())?;
+    let policy = RetentionPolicy::load(config, &*store.db()?)?;
     Ok((store, policy))
 }
 
 /// The retention in force for `namespace`, or (when `None`) for every
 /// namespace with data, an override or a rule in `config`, sorted by name.
 pub fn retention_show(
+    config: &Config,
+    namespace: Option<&str>,
+) -> Result<Vec<(String, Retention)>> {
+    guard(&config.storage.data_dir, "reading retention", || {
+        retention_show_inner(config, namespace)
+    })
+}
+
+fn retention_show_inner(
     config: &Config,
     namespace: Option<&str>,
 ) -> Result<Vec<(String, Retention)>> {
@@ -292,8 +206,10 @@ pub fn retention_show(
 /// durations, merged with an existing override) and returns the retention
 /// now in force. Nothing changes on error.
 pub fn retention_set(config: &Config, namespace: &str, rule: &RetentionRule) -> Result<Retention> {
-    let (store, policy) = open_policy(config)?;
-    policy.set_override(&store, namespace, rule)
+    guard(&config.storage.data_dir, "storing retention", || {
+        let (store, policy) = open_policy(config)?;
+        policy.set_override(&store, namespace, rule)
+    })
 }
 
 /// A schema migration not yet applied.
@@ -321,7 +237,9 @@ pub struct MigrationPlan {
 /// newer scopemon.
 pub fn migration_plan(data_dir: &Path) -> Result<MigrationPlan> {
     let path = require_store(data_dir)?;
-    let found = Store::inspect_version(data_dir)?;
+    let found = guard(data_dir, "reading the schema version", || {
+        Store::inspect_version(data_dir)
+    })?;
     if found > migrations::CURRENT {
         return Err(Error::SchemaTooNew {
             path,
@@ -344,14 +262,43 @@ pub fn migration_plan(data_dir: &Path) -> Result<MigrationPlan> {
 /// Applies every pending migration; returns the schema version now.
 pub fn migrate(data_dir: &Path) -> Result<u64> {
     require_store(data_dir)?;
-    let store = Store::open(
-        data_dir,
-        OpenOptions {
-            migrate: true,
-            ..EXISTING
-        },
-    )?;
-    Ok(store.schema_version())
+    guard(data_dir, "migrating", || {
+        let store = Store::open(
+            data_dir,
+            OpenOptions {
+                migrate: true,
+                ..EXISTING
+            },
+        )?;
+        Ok(store.schema_version())
+    })
+}
+
+/// Writes a consistent copy of the stopped store in `data_dir` to `to`
+/// (see [`BackupReport`]); an existing `to` is replaced only with
+/// `overwrite` ([`Error::WouldOverwrite`] otherwise). The store is opened
+/// read-only, unless it needs crash recovery, which a writable open
+/// performs first (as `scopemon serve` would).
+pub fn backup(data_dir: &Path, to: &Path, overwrite: bool) -> Result<BackupReport> {
+    require_store(data_dir)?;
+    match store::open_read_only(data_dir) {
+        Ok(db) => crate::backup::backup(&db, to, overwrite),
+        Err(Error::Storage(redb::Error::RepairAborted)) => {
+            let store = Store::open(data_dir, EXISTING)?;
+            crate::backup::backup(&*store.db()?, to, overwrite)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the store in `data_dir` by the backup `from`, after checking
+/// that `from` is a scopemon store (redb file, known schema version,
+/// integrity check) and that the store in `data_dir` is not held by a
+/// process and (without `force`) holds no record. The store is migrated to
+/// the current schema and put in place by one rename; a refused `from`
+/// changes nothing. See [`RestoreReport`].
+pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<RestoreReport> {
+    crate::backup::restore(from, data_dir, force)
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redb::{ReadTransaction, ReadableDatabase};
+use redb::ReadTransaction;
+
+use crate::store::Read;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -150,15 +152,15 @@ fn check_range(from: i64, to: i64) -> Result<()> {
 /// Snapshot: opens a read transaction and, under the commit gate (see the
 /// module doc), hands every hot stats of the selected series with minute in
 /// [lo, hi) to `visit(series index, series, minute, stats)`.
-fn snapshot(
-    src: &Source<'_>,
+fn snapshot<'a>(
+    src: &Source<'a>,
     series: &[Arc<Series>],
     lo: i64,
     hi: i64,
     mut visit: impl FnMut(usize, &Series, i64, &Stats) -> Result<()>,
-) -> Result<ReadTransaction> {
+) -> Result<Read<'a>> {
     let gate = src.gate.read();
-    let rtx = src.store.db().begin_read()?;
+    let rtx = src.store.begin_read()?;
     for (i, s) in series.iter().enumerate() {
         s.visit_hot(lo, hi, &gate, |minute, st| visit(i, s, minute, st))?;
     }

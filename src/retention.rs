@@ -247,7 +247,7 @@ pub fn compact(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<CompactReport> {
     if opts.dry_run {
-        return count_expired(store.db(), policy, now_ms);
+        return count_expired(&*store.db()?, policy, now_ms);
     }
     let started = Instant::now();
     let mut report = CompactReport {
@@ -315,7 +315,7 @@ mod tests {
     fn horizon_is_the_oldest_unexpired_bucket() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Default::default()).unwrap();
-        let policy = RetentionPolicy::load(&Config::default(), store.db()).unwrap();
+        let policy = RetentionPolicy::load(&Config::default(), &*store.db().unwrap()).unwrap();
         let now = 100 * DAY_MS + 30 * MINUTE_MS + 5_000;
         // minute retention 48h: minute [s, s+1m) kept while s + 1m > now - 48h
         let h = policy.horizon("x", Resolution::Minute, now);
@@ -337,7 +337,7 @@ mod tests {
             Config::from_toml("[retention.namespaces.\"staging\"]\nminute = \"6h\"\n").unwrap();
         {
             let store = Store::open(dir.path(), Default::default()).unwrap();
-            let policy = RetentionPolicy::load(&config, store.db()).unwrap();
+            let policy = RetentionPolicy::load(&config, &*store.db().unwrap()).unwrap();
             assert_eq!(policy.of("staging").source, RetentionSource::Config);
             let bad = RetentionRule {
                 hour: Some(Duration::from_secs(1800)),
@@ -359,7 +359,7 @@ mod tests {
             assert_eq!(r.source, RetentionSource::Override);
         }
         let store = Store::open(dir.path(), Default::default()).unwrap();
-        let policy = RetentionPolicy::load(&config, store.db()).unwrap();
+        let policy = RetentionPolicy::load(&config, &*store.db().unwrap()).unwrap();
         let r = policy.of("staging");
         assert_eq!(
             (r.minute_ms, r.hour_ms, r.source),

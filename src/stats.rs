@@ -362,7 +362,11 @@ impl Stats {
         });
         let mut out = [self.max; 5];
         for (o, v) in out.iter_mut().zip(hist.value_at_quantiles(qs)) {
-            *o = (hist.median_equivalent(v) as f64 / kind.scale()).clamp(self.min, self.max);
+            // max-then-min rather than `clamp`, which panics on min > max
+            // or NaN: what a damaged record may hold (same result otherwise).
+            *o = (hist.median_equivalent(v) as f64 / kind.scale())
+                .max(self.min)
+                .min(self.max);
         }
         out
     }

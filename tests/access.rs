@@ -19,6 +19,7 @@ const V1: &[(&str, &str)] = &[
     ("GET", "/v1/namespaces/p/retention"),
     ("PUT", "/v1/namespaces/p/retention"),
     ("POST", "/v1/admin/compact"),
+    ("POST", "/v1/admin/backup"),
     ("GET", "/v1/baseline?namespace=p&metric=m"),
     ("GET", "/v1/thresholds"),
     ("PUT", "/v1/thresholds"),
@@ -54,8 +55,11 @@ fn every_v1_route_needs_the_token_and_health_stays_open() {
     let mut c = Config::with_data_dir(dir.path());
     c.server.token = Some("s3cret".into());
     let http = Http::start(Arc::new(common::open_with(c, &clock)));
+    // A fresh connection per request: a 401 answered before the body was
+    // read may close its connection, which a pooled agent would then reuse.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_idle_connections(0)
         .build()
         .into();
     for (method, path) in V1 {

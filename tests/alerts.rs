@@ -344,6 +344,43 @@ fn thresholds_fire_once_ignore_blips_upgrade_resolve_and_persist() {
     let m = open(dir.path(), &clock, None);
     assert_eq!(m.thresholds(), thresholds);
     assert_eq!(m.alerts(None), all);
+
+    // A second breach after the resolve is a new episode: a new alert,
+    // which fires once and resolves in turn; the first stays resolved.
+    let step = |value: f64| {
+        clock.advance_ms(5_000);
+        for i in 0..10 {
+            rec(
+                &m,
+                "foundation.config.get",
+                value,
+                clock.now_ms() - i * 400,
+                false,
+            );
+        }
+        m.flush().unwrap();
+    };
+    (0..60).for_each(|_| step(20_000.0));
+    let firing = m.alerts(Some(AlertState::Firing));
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_ne!(firing[0].id, id, "a new episode is a new alert");
+    assert_eq!(firing[0].severity, Severity::Warning);
+    let second = firing[0].id;
+    (0..60).for_each(|_| step(20_000.0));
+    assert_eq!(
+        m.alerts(None).len(),
+        2,
+        "still one alert for the second episode"
+    );
+    (0..30).for_each(|_| step(1_000.0));
+    let all = m.alerts(None);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter().all(|a| a.state == AlertState::Resolved),
+        "{all:?}"
+    );
+    assert!(all.iter().any(|a| a.id == id) && all.iter().any(|a| a.id == second));
+
     assert!(m.delete_threshold("slow-config").unwrap());
     assert!(!m.delete_threshold("slow-config").unwrap());
 }

@@ -40,6 +40,8 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["retention", "show"],
     &["retention", "set"],
     &["compact"],
+    &["backup"],
+    &["restore"],
     &["help"],
 ];
 

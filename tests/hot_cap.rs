@@ -59,7 +59,7 @@ fn crossing_three_quarters_wakes_the_flush_and_library_recording_never_fails() {
     let clock = ManualClock::new(T0);
     let m = capped(dir.path(), &clock);
     let mut n = 0;
-    while (m.stats().hot_bytes as u64) < (1 << 20) / 4 * 3 {
+    while (m.hot_bytes() as u64) < (1 << 20) / 4 * 3 {
         record(&m, n);
         n += 1;
     }
@@ -69,14 +69,10 @@ fn crossing_three_quarters_wakes_the_flush_and_library_recording_never_fails() {
         "only the woken flush runs (no clock time passed)"
     );
     assert_eq!(flush_runs(&m), 1);
-    assert_eq!(
-        m.stats().hot_bytes,
-        0,
-        "the early flush took every hot bucket"
-    );
+    assert_eq!(m.hot_bytes(), 0, "the early flush took every hot bucket");
     // Past the cap too, recording through the library succeeds.
     let before = n;
-    while (m.stats().hot_bytes as u64) < 2 << 20 {
+    while (m.hot_bytes() as u64) < 2 << 20 {
         record(&m, n);
         n += 1;
     }

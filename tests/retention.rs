@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use scopemon::CompactOptions;
 use scopemon::RetentionRule;
 use scopemon::internals::tables;
@@ -45,7 +45,7 @@ fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
         .into_iter()
         .map(|(id, r)| (id, r.key.namespace))
         .collect();
-    let txn = m.store().db().begin_read().unwrap();
+    let txn = m.store().begin_read().unwrap();
     let mut out = BTreeSet::new();
     for res in Resolution::ALL {
         let t = txn.open_table(tables::buckets(res)).unwrap();
@@ -63,7 +63,7 @@ fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
 
 fn reclaim(dir: &std::path::Path) -> u64 {
     let mut store = Store::open(dir, OpenOptions::default()).unwrap();
-    while store.db_mut().compact().unwrap() {}
+    while store.db_mut().unwrap().compact().unwrap() {}
     store.file_size().unwrap()
 }
 
@@ -111,7 +111,14 @@ fn ninety_days_of_ingest_with_daily_compaction() {
         clock.advance_ms(HOUR_MS / 2);
         m.flush().unwrap();
         let report = m.compact(CompactOptions::default()).unwrap();
-        assert!(report.longest_txn_ms >= 0.0);
+        // Three resolutions, at least one deletion transaction each, all
+        // timed inside the whole run.
+        assert!(
+            report.transactions >= 3
+                && report.longest_txn_ms > 0.0
+                && report.longest_txn_ms <= report.duration_ms,
+            "day {day}: {report:?}"
+        );
         let now = clock.now_ms();
         let expected: BTreeSet<_> = written
             .iter()
@@ -231,4 +238,78 @@ fn ingest_refuses_samples_older_than_the_longest_retention() {
         assert!(m.set_retention("short", &bad).is_err(), "{bad:?}");
     }
     assert_eq!(m.retention("short").minute_ms, 6 * HOUR_MS);
+}
+
+/// Expired buckets are never answered, even while the file still holds
+/// them: the clock moves past each horizon with no compaction in between
+/// (issue 9, item 10; the test above queries right after compacting, when
+/// they are already gone).
+#[test]
+fn expired_buckets_are_not_answered_before_any_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 10 * MINUTE_MS);
+    let m = open(dir.path(), &clock);
+    for i in 0..5 {
+        m.record(&Sample {
+            namespace: "short",
+            metric: "api.latency",
+            kind: Kind::Latency,
+            value: 100.0,
+            tags: &[],
+            outcome: Outcome::Ok,
+            timestamp_ms: Some(T0 + i * MINUTE_MS),
+        })
+        .unwrap();
+    }
+    m.flush().unwrap();
+    m.rollup().unwrap();
+    let counts = |window| {
+        let r = m
+            .query(&QuerySpec {
+                namespace: "short".into(),
+                metric: "api.latency".into(),
+                kind: Kind::Latency,
+                window,
+                from: T0,
+                to: clock.now_ms(),
+                tags: Tags::empty(),
+            })
+            .unwrap();
+        r.points.iter().map(|p| p.count).collect::<Vec<u64>>()
+    };
+    let minutes = Window::Buckets(Resolution::Minute);
+    let hours = Window::Buckets(Resolution::Hour);
+    let days = Window::Buckets(Resolution::Day);
+    assert_eq!(counts(minutes), [1; 5]);
+    assert_eq!(counts(hours), [5]);
+    assert_eq!(counts(days), [5]);
+    let expired = |m: &Monitor| {
+        let opts = CompactOptions {
+            dry_run: true,
+            ..CompactOptions::default()
+        };
+        m.compact(opts).unwrap().total_removed
+    };
+
+    // "short" keeps minutes 6 h, hours 3 d, days 20 d.
+    clock.set(T0 + 7 * HOUR_MS);
+    assert_eq!(expired(&m), 5, "the minute records are still in the file");
+    assert_eq!(
+        counts(minutes),
+        Vec::<u64>::new(),
+        "expired minutes answered"
+    );
+    assert_eq!(counts(hours), [5]);
+    assert_eq!(counts(Window::Range), [5], "answered from the hour");
+
+    clock.set(T0 + 4 * DAY_MS);
+    assert_eq!(expired(&m), 6);
+    assert_eq!(counts(hours), Vec::<u64>::new(), "expired hours answered");
+    assert_eq!(counts(days), [5]);
+    assert_eq!(counts(Window::Range), [5], "answered from the day");
+
+    clock.set(T0 + 21 * DAY_MS);
+    assert_eq!(expired(&m), 7);
+    assert_eq!(counts(days), Vec::<u64>::new(), "expired days answered");
+    assert_eq!(counts(Window::Range), Vec::<u64>::new());
 }

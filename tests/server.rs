@@ -157,18 +157,26 @@ fn answers(s: &Server) -> Vec<Value> {
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("scopemon.toml"),
-        "[storage]\nflush_interval = \"200ms\"\nseries_limit_per_namespace = 3\n[server]\nmax_body_size = \"64KiB\"\n",
-    )
-    .expect("config");
+    write_config(dir.path(), "200ms");
     let data = dir.path().join("data");
     (dir, data)
+}
+
+/// The tests' configuration file, with the given flush interval.
+fn write_config(dir: &Path, flush_interval: &str) {
+    std::fs::write(
+        dir.join("scopemon.toml"),
+        format!("[storage]\nflush_interval = \"{flush_interval}\"\nseries_limit_per_namespace = 3\n[server]\nmax_body_size = \"64KiB\"\n"),
+    )
+    .expect("config");
 }
 
 #[test]
 fn ingest_query_restart_and_crash() {
     let (dir, data) = setup();
+    // No background flush until the clean stop: the shutdown's own flush
+    // must write everything.
+    write_config(dir.path(), "1h");
     let t0 = now_ms() - 40 * 60_000;
     let mut s = Server::start(dir.path());
     assert_eq!(s.get_text("/health/quick"), "OK");
@@ -216,6 +224,23 @@ fn ingest_query_restart_and_crash() {
         &["summary", "--namespace", "production"][..],
         &["migrate"][..],
         &["check"][..],
+        &[
+            "baseline",
+            "--namespace",
+            "production",
+            "--metric",
+            "foundation.config.get",
+        ][..],
+        &["retention", "show"][..],
+        &[
+            "retention",
+            "set",
+            "--namespace",
+            "production",
+            "--minute",
+            "1h",
+        ][..],
+        &["compact"][..],
     ] {
         let out = Command::new(BIN)
             .args(args)
@@ -231,8 +256,12 @@ fn ingest_query_restart_and_crash() {
 
     // Clean stop: everything is flushed.
     assert!(s.signal(libc::SIGTERM).success());
-    let s = Server::start(dir.path());
+    let mut s = Server::start(dir.path());
     assert_eq!(answers(&s), before, "same answers after a clean restart");
+    // The crash below needs the background flush.
+    assert!(s.signal(libc::SIGTERM).success());
+    write_config(dir.path(), "200ms");
+    let s = Server::start(dir.path());
 
     // Crash: what was flushed survives; at most the unflushed tail is lost.
     s.ingest(&samples(90, t0 + 300_000, 300));

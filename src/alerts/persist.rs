@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertState, Transition};
@@ -50,7 +50,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) 
 
 /// Every stored threshold, parsed.
 pub(super) fn load_rules(store: &Store) -> Result<Vec<Rule>> {
-    let txn = store.db().begin_read()?;
+    let txn = store.begin_read()?;
     let mut rules = Vec::new();
     for e in txn.open_table(THRESHOLDS)?.iter()? {
         let (_, v) = e?;
@@ -62,7 +62,7 @@ pub(super) fn load_rules(store: &Store) -> Result<Vec<Rule>> {
 
 /// Every stored alert, and which are firing.
 pub(super) fn load_alerts(store: &Store) -> Result<Loaded> {
-    let txn = store.db().begin_read()?;
+    let txn = store.begin_read()?;
     let mut history = BTreeMap::new();
     let mut firing: HashMap<String, HashMap<u64, u64>> = HashMap::new();
     for e in txn.open_table(ALERTS)?.iter()? {

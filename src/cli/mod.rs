@@ -2,9 +2,11 @@
 //! thin layer over the library ([`scopemon::offline`] for a stopped store,
 //! [`scopemon::server`] for the daemon).
 //! Errors end here as one line on stderr; the exit code is 1, or 2 when
-//! another process holds the store, or (for `serve`) one per start-up
+//! another process holds the store, or 8 when the store is damaged
+//! ([`CORRUPTED`], every command), or (for `serve`) one per start-up
 //! failure ([`SERVE_EXIT_CODES`]); a command line clap refuses exits 64.
 
+mod backup;
 mod baseline;
 mod check;
 mod compact;
@@ -37,6 +39,22 @@ pub enum Format {
     Json,
 }
 
+/// Exit code of every command that meets a damaged store (and of
+/// `scopemon check` when it finds one, or `--repair` cannot mend it).
+pub const CORRUPTED: u8 = 8;
+
+/// Exit codes of `scopemon check`, shown in its `--help`.
+pub const CHECK_EXIT_CODES: &str = "\
+Exit codes:
+   0  the store is intact (with --repair: intact, or repaired)
+   1  any other failure
+   2  the store is held by another process (a running scopemon serve)
+   8  the store is damaged (with --repair: it could not be repaired;
+      restore a backup with `scopemon restore`)
+  64  invalid command line
+
+`scopemon check` never writes the file; `--repair` prints what it removed.";
+
 /// Exit codes of `scopemon serve`, shown in its `--help`.
 pub const SERVE_EXIT_CODES: &str = "\
 Exit codes:
@@ -46,8 +64,10 @@ Exit codes:
    3  invalid configuration (file unreadable, not TOML, or a bad value)
    4  cannot listen on the address (in use, not local, not permitted)
    5  the data directory, or a file in it, cannot be created or opened
-   6  the store cannot be used (schema too new or too old, corrupt, storage error)
+   6  the store cannot be used (schema too new or too old, storage error)
    7  internal error (a start-up or shutdown task failed)
+   8  the store file is damaged: run `scopemon check --data-dir D --repair`,
+      or `scopemon restore` a backup
   64  invalid command line
 
 A start-up failure creates nothing: the configuration and the listen
@@ -66,13 +86,20 @@ enum Command {
     Baseline(baseline::Args),
     /// Apply pending schema migrations to a stopped store.
     Migrate(migrate::Args),
-    /// Check a stopped store's integrity.
+    /// Check a stopped store's integrity (and repair it with --repair).
+    #[command(after_help = CHECK_EXIT_CODES)]
     Check(check::Args),
     /// Show or set retention per namespace (stopped store).
     #[command(subcommand)]
     Retention(retention::Args),
     /// Apply retention to a stopped store and reclaim file space.
     Compact(compact::Args),
+    /// Write a consistent copy of a stopped store to a file.
+    #[command(after_help = backup::BACKUP_HELP)]
+    Backup(backup::BackupArgs),
+    /// Replace the store in a data directory by a backup.
+    #[command(after_help = backup::RESTORE_HELP)]
+    Restore(backup::RestoreArgs),
     /// Print this message or the help of the given subcommand(s).
     Help(HelpArgs),
 }
@@ -115,6 +142,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Retention(a) => retention::run(a),
         Command::Compact(a) => compact::run(a),
+        Command::Backup(a) => backup::run_backup(a),
+        Command::Restore(a) => backup::run_restore(a),
         Command::Help(a) => return help(&a.command),
     };
     match result {
@@ -162,6 +191,7 @@ fn report(err: &anyhow::Error, serving: bool) -> ExitCode {
     }
     eprintln!("error: {}", one_line(err));
     ExitCode::from(match lib {
+        Some(e) if e.is_corruption() => CORRUPTED,
         Some(e) if serving => serve_exit_code(e),
         _ => 1,
     })
@@ -174,9 +204,11 @@ fn serve_exit_code(e: &Error) -> u8 {
         Error::Config(_) => 3,
         Error::Listen { .. } => 4,
         Error::DataDir { .. } => 5,
+        e if e.is_corruption() => CORRUPTED,
         Error::SchemaTooNew { .. }
         | Error::SchemaTooOld { .. }
-        | Error::Corrupt { .. }
+        | Error::NotPersisted { .. }
+        | Error::StoreUnavailable { .. }
         | Error::Storage(_) => 6,
         Error::Internal(_) => 7,
         _ => 1,

@@ -1,6 +1,8 @@
 //! The checks `scopemon serve` registers about itself:
 //! - `store:writable` (critical): a tiny write and read-back transaction on
-//!   `meta.health_probe`, in turn with every other writer;
+//!   `meta.health_probe`, in turn with every other writer; unhealthy too
+//!   while ingest is refused for storage (a failed write not yet followed
+//!   by a successful one, or less than `storage.min_free_space` free);
 //! - `store:flush` (critical): the last flush failed, or the time since the
 //!   last successful one is far past `storage.flush_interval`;
 //! - `disk:data_dir`: free space of the data directory's file system;
@@ -30,6 +32,7 @@ use crate::alerts::{AlertState, Severity};
 use crate::config::HealthConfig;
 use crate::memory::PressureLevel;
 use crate::monitor::Monitor;
+use crate::store::space::disk_space;
 
 /// Every built-in check over `monitor`.
 pub(super) fn checks(monitor: &Arc<Monitor>, cfg: &HealthConfig) -> Vec<Arc<dyn HealthCheck>> {
@@ -95,16 +98,18 @@ impl HealthCheck for StoreWritable {
             let started = Instant::now();
             let probed = tokio::task::spawn_blocking(move || {
                 let r = m.store().probe(value);
+                let refusal = m.storage_refusal();
                 busy.store(false, Ordering::SeqCst);
-                r
+                r.map(|read| (read, refusal))
             })
             .await;
             let ms = ms_since(started);
             match probed {
-                Ok(Ok(Some(v))) if v == value => {
+                Ok(Ok((_, Some(refusal)))) => CheckResult::unhealthy(refusal.to_string()),
+                Ok(Ok((Some(v), None))) if v == value => {
                     CheckResult::healthy("write and read back").observed(ms, "ms")
                 }
-                Ok(Ok(other)) => {
+                Ok(Ok((other, None))) => {
                     CheckResult::unhealthy(format!("wrote {value} but read back {other:?}"))
                 }
                 Ok(Err(e)) => CheckResult::unhealthy(format!("write probe failed: {e}")),
@@ -162,25 +167,6 @@ struct DiskSpace {
     dir: PathBuf,
     degraded: f64,
     unhealthy: f64,
-}
-
-/// (available to unprivileged users, total) bytes of the file system
-/// holding `dir`.
-fn disk_space(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs(3) reads the NUL-terminated path and fills the struct
-    // we own; the zeroed struct is a valid value of this plain C type.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // The field types differ between platforms (u32 or u64).
-    #[allow(clippy::unnecessary_cast)]
-    let (frsize, avail, blocks) = (st.f_frsize as u64, st.f_bavail as u64, st.f_blocks as u64);
-    let frsize = frsize.max(1);
-    Ok((avail.saturating_mul(frsize), blocks.saturating_mul(frsize)))
 }
 
 impl HealthCheck for DiskSpace {

@@ -21,7 +21,7 @@ use axum::http::{Request, Uri, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::check::{CheckFuture, CheckResult, HealthCheck};
@@ -354,7 +354,7 @@ fn ttl_check(t: &Ttl) -> CheckResult {
 
 /// Every stored registration.
 pub(super) fn load(store: &Store) -> Result<Vec<ServiceRegistration>> {
-    let txn = store.db().begin_read()?;
+    let txn = store.begin_read()?;
     let mut out = Vec::new();
     for e in txn.open_table(SERVICES)?.iter()? {
         let (_, v) = e?;

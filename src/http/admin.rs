@@ -1,7 +1,9 @@
 //! Retention and compaction endpoints:
 //! `GET|PUT /v1/namespaces/{ns}/retention`,
 //! `POST /v1/admin/compact[?dry_run=true]` (a dry run counts what would be
-//! removed and deletes nothing, as `scopemon compact --dry-run` does).
+//! removed and deletes nothing, as `scopemon compact --dry-run` does),
+//! `POST /v1/admin/backup` (flush, then a one-snapshot copy of the store
+//! under `<data_dir>/backups/`; answers `{"path", "bytes"}`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -21,6 +23,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/namespaces/{ns}/retention", get(show).put(set))
         .route("/v1/admin/compact", post(compact))
+        .route("/v1/admin/backup", post(backup))
 }
 
 /// The SPEC's retention JSON: durations plus where they come from.
@@ -93,4 +96,17 @@ async fn compact(
     let monitor = st.monitor.clone();
     let report = blocking(move || monitor.compact(opts)).await?;
     Ok(Json(to_json(&report)?))
+}
+
+async fn backup(
+    State(st): State<AppState>,
+    Params(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    P::new(params, &[], false)?;
+    let monitor = st.monitor.clone();
+    let report = blocking(move || monitor.backup()).await?;
+    Ok(Json(serde_json::json!({
+        "path": report.path.display().to_string(),
+        "bytes": report.bytes,
+    })))
 }

@@ -40,6 +40,7 @@ pub(super) const ROUTES: &[&str] = &[
     "/v1/namespaces",
     "/v1/namespaces/{ns}/retention",
     "/v1/admin/compact",
+    "/v1/admin/backup",
     "/v1/baseline",
     "/v1/thresholds",
     "/v1/thresholds/{id}",

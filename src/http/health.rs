@@ -35,9 +35,11 @@ async fn livez() -> &'static str {
     "OK"
 }
 
-/// Ready once the store is open and the first round of checks completed.
+/// Ready once the store is open and the first round of checks completed,
+/// and while the store takes writes (a full disk turns it 503, so a load
+/// balancer sends ingest elsewhere; reads still answer).
 async fn readyz(State(st): State<AppState>) -> Response {
-    if st.health.is_ready() && !st.monitor.is_closed() {
+    if st.health.is_ready() && !st.monitor.is_closed() && !st.monitor.storage_refused() {
         "OK".into_response()
     } else {
         (

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::{ApiError, AppState};
 use crate::error::Error;
 use crate::model::{Kind, Outcome};
-use crate::monitor::Sample;
+use crate::monitor::{Monitor, Sample};
 
 pub(super) fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
@@ -209,16 +209,29 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
         Ok(b) => b,
         Err(refusal) => return refusal.into_response(),
     };
+    // A store that cannot write is the cause of hot data piling up to its
+    // cap, so it is named first.
+    if let Some(e) = st.monitor.storage_refusal() {
+        return insufficient_storage(&e);
+    }
     if st.monitor.at_hot_cap() {
         return backpressure(&st);
     }
     if let Err(e) = st.monitor.check_operation_allowed() {
         return memory_critical(&e);
     }
-    let batch = match decode(&body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+    match ingest_batch(&st.monitor, &body) {
+        Ok((_, answer)) => axum::Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Everything ingest does with a body after the admission checks: decode
+/// the batch, parse each sample, record those that pass. Returns the
+/// number of samples in the batch and the answer; `Err` refuses the body
+/// whole (nothing of it was stored).
+fn ingest_batch(monitor: &Monitor, body: &[u8]) -> Result<(usize, IngestResponse), ApiError> {
+    let batch = decode(body)?;
     let mut rejected = Vec::new();
     let mut parsed = Vec::with_capacity(batch.samples.len());
     for (i, raw) in batch.samples.iter().enumerate() {
@@ -250,14 +263,44 @@ async fn ingest(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
         outcome: p.outcome,
         timestamp_ms: p.timestamp_ms,
     });
-    let (accepted, errors) = st.monitor.record_batch(samples);
+    let (accepted, errors) = monitor.record_batch(samples);
     rejected.extend(errors.into_iter().map(|(j, e)| Rejected {
         index: parsed[j].0,
         error: e.code(),
         message: e.to_string(),
     }));
     rejected.sort_by_key(|r| r.index);
-    axum::Json(IngestResponse { accepted, rejected }).into_response()
+    Ok((batch.samples.len(), IngestResponse { accepted, rejected }))
+}
+
+/// What `POST /v1/ingest` makes of a body once admitted: the hidden entry
+/// point of the ingest fuzz target (`scopemon::internals::ingest_body`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct IngestOutcome {
+    /// Samples in the batch.
+    pub samples: usize,
+    /// Samples stored.
+    pub accepted: usize,
+    /// (index, error code) of each refused sample, by index.
+    pub rejected: Vec<(usize, &'static str)>,
+}
+
+/// Runs `body` through ingest's decode, parse and record path into
+/// `monitor`, as the handler does after its admission checks; `Err` is the
+/// error code of a whole-body refusal.
+#[doc(hidden)]
+pub fn ingest_body(monitor: &Monitor, body: &[u8]) -> Result<IngestOutcome, &'static str> {
+    let (samples, answer) = ingest_batch(monitor, body).map_err(|e| e.code)?;
+    Ok(IngestOutcome {
+        samples,
+        accepted: answer.accepted,
+        rejected: answer
+            .rejected
+            .into_iter()
+            .map(|r| (r.index, r.error))
+            .collect(),
+    })
 }
 
 /// `429 ingest_backpressure`: hot data is at `storage.max_hot_bytes` while
@@ -276,6 +319,19 @@ fn backpressure(st: &AppState) -> Response {
     r.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
         axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// `507 insufficient_storage`: the store cannot take writes (a full disk,
+/// or below `storage.min_free_space`); nothing of the body was stored.
+/// Ingest resumes by itself once a write succeeds again.
+fn insufficient_storage(e: &Error) -> Response {
+    let mut r =
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.code(), e.to_string()).into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("10"),
     );
     r
 }

@@ -91,6 +91,22 @@ fn engine(reg: &mut Registry, s: &EngineStats) {
         cache,
         s.cache_size as i64,
     );
+    let failures = "Store writes that failed (I/O errors, a full disk)";
+    counter(
+        reg,
+        "scopemon_store_write_failures",
+        failures,
+        s.store_write_failures,
+    );
+    let reopens = "Store reopens after a failed write";
+    counter(reg, "scopemon_store_reopens", reopens, s.store_reopens);
+    let writable = "1 while store writes succeed, 0 from a failed write until one succeeds";
+    gauge(
+        reg,
+        "scopemon_store_writable",
+        writable,
+        i64::from(s.store_writable),
+    );
     counter(reg, "scopemon_flushes", "Flushes completed", s.flushes);
     let errors = "Flushes that failed";
     counter(reg, "scopemon_flush_errors", errors, s.flush_errors);
@@ -418,6 +434,9 @@ mod tests {
         "scopemon_series gauge",
         "scopemon_store_cache_bytes gauge",
         "scopemon_store_file_bytes gauge",
+        "scopemon_store_reopens_total counter",
+        "scopemon_store_writable gauge",
+        "scopemon_store_write_failures_total counter",
         "scopemon_task_failures_total counter",
         "scopemon_task_last_duration_seconds gauge",
         "scopemon_task_last_run_failed gauge",

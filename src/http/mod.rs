@@ -31,6 +31,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+#[doc(hidden)]
+pub use self::ingest::{IngestOutcome, ingest_body};
+#[doc(hidden)]
+pub use self::query::query_spec_of;
 use crate::error::Error;
 use crate::health::HealthAggregator;
 use crate::monitor::Monitor;
@@ -77,8 +81,10 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Closed
+            | Error::StoreUnavailable { .. }
             | Error::MemoryPressureHigh { .. }
             | Error::MemoryPressureCritical { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             e if e.is_client_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

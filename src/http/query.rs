@@ -5,6 +5,7 @@
 //! silently widens a query or turns a dry run into a real one.
 
 use axum::extract::{FromRequestParts, Query, State};
+use axum::http::Uri;
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,10 +32,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Query::try_from_uri(&parts.uri)
-            .map(|Query(pairs)| Params(pairs))
-            .map_err(|e| Error::InvalidParameter(e.body_text()).into())
+        Ok(Params(params_of(&parts.uri)?))
     }
+}
+
+/// The query string of `uri` as (name, value) pairs.
+fn params_of(uri: &Uri) -> Result<Vec<(String, String)>, Error> {
+    Query::try_from_uri(uri)
+        .map(|Query(pairs)| pairs)
+        .map_err(|e| Error::InvalidParameter(e.body_text()))
 }
 
 /// Parameters by name, refusing unknown and repeated ones.
@@ -115,12 +121,15 @@ async fn query(
     State(st): State<AppState>,
     Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    let p = P::new(
-        params,
-        &["namespace", "metric", "kind", "window", "from", "to"],
-        true,
-    )?;
-    let now = st.monitor.now_ms();
+    let p = P::new(params, QUERY_PARAMS, true)?;
+    let spec = query_spec(&p, st.monitor.now_ms())?;
+    let monitor = st.monitor.clone();
+    let result = blocking(move || monitor.query(&spec)).await?;
+    Ok(Json(to_json(&result)?))
+}
+
+/// The [`QuerySpec`] `/v1/query` asks for, times read against `now`.
+fn query_spec(p: &P, now: i64) -> Result<QuerySpec, Error> {
     let window: Window = p.get("window").unwrap_or("minute").parse()?;
     let to = p
         .get("to")
@@ -131,7 +140,7 @@ async fn query(
         Some(f) => parse_query_time(f, now)?,
         None => to - window.default_span_ms(),
     };
-    let spec = QuerySpec {
+    Ok(QuerySpec {
         namespace: p.required("namespace")?.to_owned(),
         metric: p.required("metric")?.to_owned(),
         kind: p.kind()?.unwrap_or(Kind::Latency),
@@ -139,11 +148,21 @@ async fn query(
         from,
         to,
         tags: p.tags()?,
-    };
-    let monitor = st.monitor.clone();
-    let result = blocking(move || monitor.query(&spec)).await?;
-    Ok(Json(to_json(&result)?))
+    })
 }
+
+/// The [`QuerySpec`] a `GET` of `uri` on `/v1/query` asks for, parsed
+/// exactly as the handler does (times read against `now_ms`): the hidden
+/// entry point of the query fuzz target
+/// (`scopemon::internals::query_spec_of`).
+#[doc(hidden)]
+pub fn query_spec_of(uri: &Uri, now_ms: i64) -> Result<QuerySpec, Error> {
+    let p = P::new(params_of(uri)?, QUERY_PARAMS, true)?;
+    query_spec(&p, now_ms)
+}
+
+/// The parameters `/v1/query` takes besides `tag.<key>`.
+const QUERY_PARAMS: &[&str] = &["namespace", "metric", "kind", "window", "from", "to"];
 
 async fn summary(
     State(st): State<AppState>,

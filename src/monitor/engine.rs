@@ -19,14 +19,16 @@ use crate::alerts::{self, Alerts, Transition};
 use crate::baseline::{self, BaselineCache, Selection};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hot::{CommitGate, Registry};
 use crate::memory::{MemoryManager, MemorySource};
 use crate::model::{Kind, Resolution};
 use crate::query::Source;
 use crate::retention::{self, CompactOptions, CompactReport, RetentionPolicy};
 use crate::store::codec::Codec;
-use crate::store::flush::{self, FlushReport, RollupReport};
+use crate::store::flush::{self, FlushReport, Flusher, RollupReport};
+use crate::store::limited::DiskBudget;
+use crate::store::space::{disk_space, is_io_failure};
 use crate::store::{OpenOptions, Store};
 
 /// Namespace of scopemon's own series (compactor figures).
@@ -68,9 +70,12 @@ pub(super) struct Engine {
     pub(super) memory: MemoryManager,
     /// Commit gate (see `store::flush`).
     pub(super) gate: CommitGate,
-    /// Serialises flushes; holds their codec buffers.
-    writer: Mutex<Codec>,
+    /// Serialises flushes; holds their codec buffers and a failed flush
+    /// until it is settled.
+    writer: Mutex<Flusher>,
     pub(super) closed: AtomicBool,
+    /// What the last [`Engine::storage_refusal`] found (no I/O to read).
+    pub(super) storage_refused: AtomicBool,
     pub(super) flush_stats: FlushStats,
     pub(super) compaction: CompactionStats,
 }
@@ -81,12 +86,14 @@ impl Engine {
         config: Config,
         clock: SharedClock,
         memory: Box<dyn MemorySource>,
+        disk_budget: Option<DiskBudget>,
     ) -> Result<Engine> {
         config.validate()?;
         // Every configured threshold parses before anything is created.
         let configured = alerts::configured_rules(&config.alerts)?;
         let opts = OpenOptions {
             cache_size: usize::try_from(config.storage.cache_size).unwrap_or(usize::MAX),
+            disk_budget,
             ..OpenOptions::default()
         };
         let store = Store::open(&config.storage.data_dir, opts)?;
@@ -99,8 +106,8 @@ impl Engine {
         for (id, rec) in store.load_series()? {
             registry.insert_loaded(id, rec.key, rec.first_seen, rec.last_seen);
         }
-        let policy = RetentionPolicy::load(&config, store.db())?;
-        let baselines = BaselineCache::load(store.db())?;
+        let policy = RetentionPolicy::load(&config, &*store.db()?)?;
+        let baselines = BaselineCache::load(&*store.db()?)?;
         let alerts = Alerts::load(&store, &config.alerts, configured)?;
         let memory = MemoryManager::new(&config.memory, memory);
         Ok(Engine {
@@ -113,8 +120,9 @@ impl Engine {
             alerts,
             memory,
             gate: CommitGate::default(),
-            writer: Mutex::new(Codec::new()),
+            writer: Mutex::new(Flusher::new()),
             closed: AtomicBool::new(false),
+            storage_refused: AtomicBool::new(false),
             flush_stats: FlushStats::default(),
             compaction: CompactionStats::default(),
         })
@@ -143,9 +151,9 @@ impl Engine {
     }
 
     fn flush_only(&self, now: i64) -> Result<FlushReport> {
-        let mut codec = self.writer.lock();
+        let mut flusher = self.writer.lock();
         let st = &self.flush_stats;
-        match flush::flush(&self.registry, &self.store, &self.gate, &mut codec, now) {
+        match flush::flush(&self.registry, &self.store, &self.gate, &mut flusher, now) {
             Ok(r) => {
                 st.last_failed.store(false, Ordering::Relaxed);
                 st.flushes.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +175,77 @@ impl Engine {
                 st.errors.fetch_add(1, Ordering::Relaxed);
                 Err(err)
             }
+        }
+    }
+
+    /// Runs `f`; when it fails with an I/O error (redb then refuses reads
+    /// and writes until the file is reopened), reopens the store, settling
+    /// a pending flush first (see `flush::recover`), and runs `f` once more.
+    /// Holds no lock while calling `f`.
+    pub(super) fn with_recovery<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
+        match f() {
+            Err(err) if is_io_failure(&err) => {
+                let err = self.store.failed(err);
+                let mut flusher = self.writer.lock();
+                match flush::recover(&self.store, &self.gate, &mut flusher) {
+                    Ok(_) => {
+                        drop(flusher);
+                        f()
+                    }
+                    Err(again) => {
+                        tracing::warn!(error = %again, "the store could not be reopened yet");
+                        Err(err)
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Accepted samples not in the store yet, and the (series, minute)
+    /// buckets holding them.
+    pub(super) fn unpersisted(&self) -> (u64, usize) {
+        let gate = self.gate.read();
+        let (mut samples, mut buckets) = (0, 0);
+        for s in self.registry.all() {
+            let counted = s.visit_hot(i64::MIN, i64::MAX, &gate, |_, st| {
+                samples += st.count();
+                buckets += 1;
+                Ok(())
+            });
+            if let Err(e) = counted {
+                tracing::warn!(error = %e, "counting unflushed samples");
+            }
+        }
+        (samples, buckets)
+    }
+
+    /// Why HTTP ingest must refuse a batch now, if it must: a write to the
+    /// store failed and none has succeeded since, or the data directory's
+    /// file system has less than `storage.min_free_space` free.
+    pub(super) fn storage_refusal(&self) -> Option<Error> {
+        let refusal = self.storage_refusal_now();
+        self.storage_refused
+            .store(refusal.is_some(), Ordering::Relaxed);
+        refusal
+    }
+
+    fn storage_refusal_now(&self) -> Option<Error> {
+        if let Some(reason) = self.store.write_health().failing() {
+            return Some(Error::InsufficientStorage { reason });
+        }
+        let dir = &self.config.storage.data_dir;
+        let reserve = self.config.storage.min_free_space;
+        match disk_space(dir) {
+            Ok((free, _)) if free < reserve => Some(Error::InsufficientStorage {
+                reason: format!(
+                    "{} free on {}, below storage.min_free_space ({})",
+                    bytesize::ByteSize::b(free),
+                    dir.display(),
+                    bytesize::ByteSize::b(reserve)
+                ),
+            }),
+            _ => None,
         }
     }
 

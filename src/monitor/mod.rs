@@ -30,9 +30,11 @@ use serde::Serialize;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memory::MemorySource;
 use crate::store::flush::{FlushReport, RollupReport};
+use crate::store::guard::guard;
+use crate::store::limited::DiskBudget;
 use crate::tasks::{Schedule, TaskStatus, Tasks};
 
 use engine::Engine;
@@ -67,6 +69,12 @@ pub struct EngineStats {
     pub last_rollup: Option<RollupReport>,
     /// Store file size.
     pub file_bytes: u64,
+    /// Store writes that failed (I/O errors, a full disk).
+    pub store_write_failures: u64,
+    /// Times the store was reopened after a failed write.
+    pub store_reopens: u64,
+    /// False from a failed store write until one succeeds again.
+    pub store_writable: bool,
 }
 
 /// Builder for [`Monitor`].
@@ -75,6 +83,7 @@ pub struct MonitorBuilder {
     clock: SharedClock,
     background: bool,
     memory: Option<Box<dyn MemorySource>>,
+    disk_budget: Option<DiskBudget>,
 }
 
 impl MonitorBuilder {
@@ -100,12 +109,26 @@ impl MonitorBuilder {
         self
     }
 
+    /// Fault tests: the store's writes fail with `ENOSPC` once `budget`
+    /// bytes are written, until the test raises it (a disk filling up and
+    /// freed again, deterministically).
+    pub fn disk_budget(mut self, budget: DiskBudget) -> Self {
+        self.disk_budget = Some(budget);
+        self
+    }
+
     /// Opens the store and starts the engine's tasks. Memory is measured
     /// once before it returns, so the admission gate starts at the level
     /// the process is at.
     pub fn open(self) -> Result<Monitor> {
         let source = self.memory.unwrap_or_else(crate::memory::system_source);
-        let engine = Arc::new(Engine::open(self.config, self.clock.clone(), source)?);
+        let data_dir = self.config.storage.data_dir.clone();
+        let clock = self.clock.clone();
+        let disk_budget = self.disk_budget;
+        let engine = guard(&data_dir, "opening the store", move || {
+            Engine::open(self.config, clock, source, disk_budget)
+        })?;
+        let engine = Arc::new(engine);
         engine.start_memory();
         let tasks = Tasks::new(self.clock, self.background);
         register_tasks(&tasks, &engine)?;
@@ -121,7 +144,14 @@ fn register_tasks(tasks: &Tasks, engine: &Arc<Engine>) -> Result<()> {
         f: impl Fn(&Engine, i64) -> Result<()> + Send + Sync + 'static,
     ) -> impl Fn(i64) -> Result<()> + Send + Sync + 'static {
         let weak: Weak<Engine> = Arc::downgrade(engine);
-        move |now| weak.upgrade().map_or(Ok(()), |e| f(&e, now))
+        let dir = engine.config.storage.data_dir.clone();
+        move |now| {
+            weak.upgrade().map_or(Ok(()), |e| {
+                guard(&dir, "running a background task", || {
+                    e.with_recovery(|| f(&e, now))
+                })
+            })
+        }
     }
     let c = &engine.config;
     let flush_every = Schedule::Every(c.storage.flush_interval);
@@ -209,6 +239,7 @@ impl Monitor {
             clock: Arc::new(SystemClock),
             background: true,
             memory: None,
+            disk_budget: None,
         }
     }
 
@@ -251,12 +282,22 @@ impl Monitor {
             last_flush: f.last.lock().clone(),
             last_rollup: f.last_rollup.lock().clone(),
             file_bytes: e.store.file_size().unwrap_or(0),
+            store_write_failures: e.store.write_health().failures(),
+            store_reopens: e.store.write_health().reopens(),
+            store_writable: e.store.write_health().failing().is_none(),
         }
     }
 
-    /// True while unflushed hot data is at `storage.max_hot_bytes`: HTTP
-    /// ingest refuses bodies (429) until the flush catches up. Library
-    /// recording is never refused for this; it has already woken the flush.
+    /// Bytes unflushed hot data holds now (one atomic load; `stats()` also
+    /// walks every series). At `storage.max_hot_bytes` HTTP ingest refuses
+    /// bodies (429) until the flush catches up; library recording is never
+    /// refused for this, it has already woken the flush.
+    pub fn hot_bytes(&self) -> usize {
+        self.engine.registry.hot_bytes()
+    }
+
+    /// True while unflushed hot data is at `storage.max_hot_bytes` (see
+    /// [`Monitor::hot_bytes`]).
     pub fn at_hot_cap(&self) -> bool {
         let cap = self.engine.config.storage.max_hot_bytes;
         u64::try_from(self.engine.registry.hot_bytes()).unwrap_or(u64::MAX) >= cap
@@ -292,9 +333,46 @@ impl Monitor {
         // Samples recorded by racing threads before `closed` was seen are
         // in hot buckets; this flush writes them all.
         let now = self.engine.clock.now_ms();
-        self.engine.flush(now)?;
-        self.engine.rollup(now, usize::MAX)?;
+        let flushed = self.guarded("flushing on close", || self.engine.flush(now));
+        if let Err(err) = flushed {
+            let (samples, buckets) = self.engine.unpersisted();
+            tracing::error!(samples, buckets, error = %err, "accepted samples could not be written");
+            return Err(Error::NotPersisted {
+                samples,
+                buckets,
+                reason: err.to_string(),
+            });
+        }
+        self.guarded("rolling up on close", || {
+            self.engine.rollup(now, usize::MAX)
+        })?;
         Ok(())
+    }
+
+    /// Why HTTP ingest must refuse a batch now (`507
+    /// insufficient_storage`), if it must: a store write failed and none
+    /// has succeeded since, or the data directory's disk has less than
+    /// `storage.min_free_space` free. Library recording is never refused
+    /// for this (it stays in memory, up to `storage.max_hot_bytes`).
+    pub fn storage_refusal(&self) -> Option<Error> {
+        self.engine.storage_refusal()
+    }
+
+    /// True while ingest is refused for storage: a store write failed and
+    /// none has succeeded since, or the last [`Monitor::storage_refusal`]
+    /// (every ingest and health round asks) found too little free space.
+    /// No I/O: `/readyz` answers from it.
+    pub fn storage_refused(&self) -> bool {
+        self.engine.store.write_health().failing().is_some()
+            || self.engine.storage_refused.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` over the store where damaged bytes (a panic in redb's
+    /// decoders, a record that does not decode) become
+    /// [`Error::StoreCorrupted`](crate::Error::StoreCorrupted) (see
+    /// `store::guard`).
+    fn guarded<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guard(&self.engine.config.storage.data_dir, what, f)
     }
 }
 

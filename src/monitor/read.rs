@@ -7,17 +7,21 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::alerts::{Alert, AlertCounters, AlertState, PerformanceHealth, Transition};
+use crate::backup::{self, BackupReport};
 use crate::baseline::{self, Baseline, Selection};
 use crate::config::{Retention, RetentionRule, ThresholdSpec};
 use crate::error::Result;
 use crate::model::{Kind, Resolution, format_ts};
 use crate::query::{self, QueryResult, QuerySpec, Summary};
 use crate::retention::{CompactOptions, CompactReport};
-use crate::store::Store;
 use crate::store::flush::{FlushReport, RollupReport};
+use crate::store::{Store, create_data_dir};
 
 use super::Monitor;
 use std::sync::atomic::Ordering;
+
+/// Directory of the live backups inside the data directory.
+pub const BACKUP_DIR: &str = "backups";
 
 /// A series as listed by `GET /v1/series`.
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +43,10 @@ pub struct SeriesInfo {
 impl Monitor {
     /// Bucketed or whole-range query.
     pub fn query(&self, spec: &QuerySpec) -> Result<QueryResult> {
-        query::query(&self.engine.source(), spec)
+        let e = &self.engine;
+        self.guarded("answering a query", || {
+            e.with_recovery(|| query::query(&e.source(), spec))
+        })
     }
 
     /// One aggregate per series of `ns` over the last `window`.
@@ -50,9 +57,13 @@ impl Monitor {
         metric: Option<&str>,
         kind: Option<Kind>,
     ) -> Result<Summary> {
-        let src = self.engine.source();
-        let now = src.now_ms;
-        query::summary(&src, ns, window, metric, kind, now)
+        self.guarded("answering a summary", || {
+            self.engine.with_recovery(|| {
+                let src = self.engine.source();
+                let now = src.now_ms;
+                query::summary(&src, ns, window, metric, kind, now)
+            })
+        })
     }
 
     /// Every series of `ns` (all when `None`).
@@ -79,12 +90,14 @@ impl Monitor {
 
     /// Writes every hot bucket to the store now (and evaluates thresholds).
     pub fn flush(&self) -> Result<FlushReport> {
-        self.engine.flush(self.engine.clock.now_ms())
+        self.guarded("flushing", || self.engine.flush(self.engine.clock.now_ms()))
     }
 
     /// Moves closed minutes' deltas into minute/hour/day records now.
     pub fn rollup(&self) -> Result<RollupReport> {
-        self.engine.rollup(self.engine.clock.now_ms(), usize::MAX)
+        self.guarded("rolling up", || {
+            self.engine.rollup(self.engine.clock.now_ms(), usize::MAX)
+        })
     }
 
     /// Retention that applies to `ns`.
@@ -95,14 +108,42 @@ impl Monitor {
     /// Stores a retention override for `ns` (any subset of the keys) and
     /// returns the retention now in force.
     pub fn set_retention(&self, ns: &str, rule: &RetentionRule) -> Result<Retention> {
-        self.engine
-            .policy
-            .set_override(&self.engine.store, ns, rule)
+        self.guarded("storing a retention override", || {
+            self.engine
+                .policy
+                .set_override(&self.engine.store, ns, rule)
+        })
     }
 
     /// Applies retention now (rollup first, then bounded deletions).
     pub fn compact(&self, opts: CompactOptions) -> Result<CompactReport> {
-        self.engine.compact(self.engine.clock.now_ms(), opts)
+        self.guarded("compacting", || {
+            self.engine.compact(self.engine.clock.now_ms(), opts)
+        })
+    }
+
+    /// Writes a consistent copy of the store to
+    /// `<data_dir>/backups/scopemon-<UTC time>.redb` (a `-N` suffix when
+    /// that name is taken) and returns its path and size. Flushes first,
+    /// through the normal flush, so every sample accepted before the call
+    /// is in the copy; the copy itself is one read transaction, so ingest,
+    /// flushes and rollups go on meanwhile.
+    pub fn backup(&self) -> Result<BackupReport> {
+        self.flush()?;
+        let dir = self.engine.config.storage.data_dir.join(BACKUP_DIR);
+        create_data_dir(&dir)?;
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let stamp = chrono::DateTime::from_timestamp_millis(self.engine.clock.now_ms())
+            .map(|t| t.format("%Y%m%dT%H%M%S%.3fZ").to_string())
+            .unwrap_or_else(|| "unknown-time".into());
+        let mut to = dir.join(format!("scopemon-{stamp}.redb"));
+        for n in 2.. {
+            if !to.exists() {
+                break;
+            }
+            to = dir.join(format!("scopemon-{stamp}-{n}.redb"));
+        }
+        backup::backup(&*self.engine.store.db()?, &to, false)
     }
 
     /// Compactions run, totals removed per (namespace, resolution), and the
@@ -125,6 +166,10 @@ impl Monitor {
     /// The baseline of a selection: the cached one when younger than the
     /// recompute interval, else computed now (and cached).
     pub fn baseline(&self, sel: &Selection) -> Result<Baseline> {
+        self.guarded("computing a baseline", || self.baseline_unguarded(sel))
+    }
+
+    fn baseline_unguarded(&self, sel: &Selection) -> Result<Baseline> {
         let e = &self.engine;
         let now = e.clock.now_ms();
         let max_age =
@@ -145,12 +190,16 @@ impl Monitor {
     /// Recomputes the baseline of every series active in the window (what
     /// the background task does); returns how many.
     pub fn recompute_baselines(&self) -> Result<usize> {
-        self.engine.recompute_baselines(self.engine.clock.now_ms())
+        self.guarded("computing baselines", || {
+            self.engine.recompute_baselines(self.engine.clock.now_ms())
+        })
     }
 
     /// Creates or replaces a threshold.
     pub fn put_threshold(&self, t: ThresholdSpec) -> Result<ThresholdSpec> {
-        self.engine.alerts.put_threshold(&self.engine.store, t)
+        self.guarded("storing a threshold", || {
+            self.engine.alerts.put_threshold(&self.engine.store, t)
+        })
     }
 
     /// Every threshold.
@@ -161,7 +210,9 @@ impl Monitor {
     /// Deletes a threshold (its firing alerts resolve); false if unknown.
     pub fn delete_threshold(&self, id: &str) -> Result<bool> {
         let e = &self.engine;
-        e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+        self.guarded("deleting a threshold", || {
+            e.alerts.delete_threshold(&e.store, id, e.clock.now_ms())
+        })
     }
 
     /// Alerts, newest first.
@@ -171,14 +222,18 @@ impl Monitor {
 
     /// Evaluates every threshold now (also done after every flush).
     pub fn evaluate_alerts(&self) -> Result<Vec<Transition>> {
-        self.engine.evaluate_alerts(self.engine.clock.now_ms())
+        self.guarded("evaluating thresholds", || {
+            self.engine.evaluate_alerts(self.engine.clock.now_ms())
+        })
     }
 
     /// check_performance_health of a namespace.
     pub fn performance_health(&self, namespace: &str) -> Result<PerformanceHealth> {
         let e = &self.engine;
-        e.alerts
-            .performance_health(&e.source(), &e.baselines, namespace, e.clock.now_ms())
+        self.guarded("checking performance health", || {
+            e.alerts
+                .performance_health(&e.source(), &e.baselines, namespace, e.clock.now_ms())
+        })
     }
 
     /// Alert counters (for `/metrics`).

@@ -21,11 +21,11 @@
 //!
 //! Series records (the catalog) use the same scheme with their own body.
 
+use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use hdrhistogram::Histogram;
 
 use crate::model::{Kind, SeriesKey, Tags};
 use crate::stats::sparse::{Layout, Sparse};
@@ -74,6 +74,10 @@ pub fn encode_bincode<T: Serialize>(table: &'static str, version: u8, body: &T) 
     Ok(out)
 }
 
+/// Most bytes a bincode record body may claim to hold (names, tags and
+/// overrides are far smaller).
+const MAX_BINCODE_BODY: usize = 1 << 20;
+
 /// Inverse of [`encode_bincode`].
 pub fn decode_bincode<T: serde::de::DeserializeOwned>(
     table: &'static str,
@@ -81,7 +85,10 @@ pub fn decode_bincode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T> {
     let body = versioned_body(table, bytes, version)?;
-    bincode::serde::decode_from_slice(body, bincode::config::standard())
+    // The limit makes a damaged length prefix an error before it becomes
+    // an allocation (bincode reserves what a string or vector claims).
+    let config = bincode::config::standard().with_limit::<MAX_BINCODE_BODY>();
+    bincode::serde::decode_from_slice(body, config)
         .map(|(v, _)| v)
         .map_err(|e| Error::Corrupt {
             table,
@@ -329,11 +336,8 @@ impl Codec {
             return self.decode_v2(bytes);
         }
         let body = bucket_body(bytes)?;
-        let mut reader = self.unpacker.plain(body.hist)?;
-        let hist = self
-            .de
-            .deserialize::<u64, _>(&mut reader)
-            .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+        let plain = self.unpacker.plain(body.hist)?;
+        let hist = crate_deserialize(&mut self.de, plain)?;
         Ok(BucketRecord {
             first: body.first,
             last: body.last,
@@ -482,12 +486,25 @@ fn record_pairs(counts: &[u8], rec: &v2::Record<'_>, h: &mut Histogram<u64>) -> 
 
 /// The slow path: materialise the histogram with the crate's deserializer
 /// and add it (other precisions or bounds than `into`).
-fn add_via_crate(de: &mut Deserializer, mut plain: &[u8], into: &mut Histogram<u64>) -> Result<()> {
-    let hist = de
-        .deserialize::<u64, _>(&mut plain)
-        .map_err(|e| corrupt(format!("bad histogram: {e:?}")))?;
+fn add_via_crate(de: &mut Deserializer, plain: &[u8], into: &mut Histogram<u64>) -> Result<()> {
+    let hist = crate_deserialize(de, plain)?;
     into.add(&hist)
         .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))
+}
+
+/// The crate's deserializer on a plain V2 histogram (as checked by
+/// `Unpacker::plain`), refusing first a zero run of `i64::MIN`, which the
+/// crate negates (an overflow panic where overflow checks are on).
+fn crate_deserialize(de: &mut Deserializer, mut plain: &[u8]) -> Result<Histogram<u64>> {
+    let mut payload = plain.get(V2_HEADER..).unwrap_or_default();
+    while let Some((zz, n)) = read_varint(payload) {
+        if zz == u64::MAX {
+            return Err(corrupt("histogram has a zero run out of range"));
+        }
+        payload = &payload[n..];
+    }
+    de.deserialize::<u64, _>(&mut plain)
+        .map_err(|e| corrupt(format!("bad histogram: {e:?}")))
 }
 
 /// Adds a record's exact sum, min, max and errors.
@@ -553,8 +570,27 @@ impl Unpacker {
     }
 
     /// The plain V2 bytes of `hist`: itself when plain, else decompressed
-    /// into this unpacker's buffer.
+    /// into this unpacker's buffer; checked to be a plain V2 histogram
+    /// whose payload is all there (the crate's deserializer allocates the
+    /// length its header claims before reading it).
     fn plain<'a>(&'a mut self, hist: &'a [u8]) -> Result<&'a [u8]> {
+        let plain = self.unpack(hist)?;
+        let be32 = |at: usize| {
+            plain
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+        };
+        if be32(0) != Some(V2_COOKIE) {
+            return Err(corrupt("histogram is not HdrHistogram V2"));
+        }
+        match be32(4) {
+            Some(len) if len as usize <= plain.len().saturating_sub(V2_HEADER) => Ok(plain),
+            _ => Err(corrupt("histogram payload is truncated")),
+        }
+    }
+
+    fn unpack<'a>(&'a mut self, hist: &'a [u8]) -> Result<&'a [u8]> {
         let cookie = hist
             .get(0..4)
             .and_then(|b| b.try_into().ok())
@@ -687,7 +723,7 @@ fn walk_v2(
                 "histogram count at index {index} is out of range"
             ))));
         }
-        index += 1;
+        index = index.saturating_add(1);
     }
     Some(Ok(()))
 }

@@ -12,8 +12,14 @@
 //! the gate (read side) while it opens its read transaction and looks at the
 //! hot buckets, so it sees either "delta not committed, inflight present" or
 //! "delta committed, inflight gone" — never both, never neither.
-//! If the commit fails, `inflight` stays (still visible to readers) and the
-//! series is marked dirty again, so the next flush writes it.
+//! If the write fails, `inflight` stays (still visible to readers) until
+//! the failure is settled: a failed commit may nevertheless be durable, and
+//! redb then refuses writes until the file is reopened. So the flusher
+//! reopens the store and reads back the flush sequence number, which every
+//! flush writes in its own transaction: if it landed, the inflight stats
+//! are dropped (under the gate, as after a successful commit); if not, the
+//! series are marked dirty again and the next flush writes them (merged
+//! with what was recorded since). Until it is settled nothing else is taken.
 //!
 //! **Rollup**: deltas of closed minutes are merged into the `minute`, `hour`
 //! and `day` records and deleted, all in one write transaction per batch
@@ -27,13 +33,13 @@ use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableTable};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hot::{CommitGate, Registry, Series};
 use crate::model::Resolution;
 use crate::stats::Stats;
-use crate::store::Store;
 use crate::store::codec::{Codec, encode_series};
 use crate::store::tables::{self, DELTAS, FLUSH_SEQ_KEY, META, SERIES};
+use crate::store::{Store, Write};
 
 /// What one flush did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -50,17 +56,62 @@ pub struct FlushReport {
     pub duration: Duration,
 }
 
+/// What a flush took from the hot buckets: (series, minute, stats).
+type Taken = Vec<(Arc<Series>, i64, Arc<Stats>)>;
+
+/// The flusher's own state: its codec buffers, and a flush whose write
+/// failed and whose outcome is not settled yet.
+#[derive(Default)]
+pub struct Flusher {
+    codec: Codec,
+    pending: Option<Pending>,
+}
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A flush whose write failed: its taken stats are still `inflight` in the
+/// hot buckets, and whether its transaction landed is read back from the
+/// file (the flush sequence number commits with the deltas).
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    taken: Taken,
+    catalog: Vec<(Arc<Series>, i64)>,
+}
+
+impl Flusher {
+    /// A flusher with nothing pending.
+    pub fn new() -> Self {
+        Flusher::default()
+    }
+}
+
 /// Flushes every dirty series. Callers serialise flushes (one at a time).
+///
+/// A failed write is settled before anything else is taken: the store is
+/// reopened when redb asks for it, and the failed flush's inflight stats
+/// are dropped if its sequence number is in the file (the commit landed
+/// despite its error) or handed back to the next flush otherwise, so every
+/// sample is counted exactly once either way.
 pub fn flush(
     registry: &Registry,
     store: &Store,
     gate: &CommitGate,
-    codec: &mut Codec,
+    flusher: &mut Flusher,
     now_ms: i64,
 ) -> Result<FlushReport> {
     let started = Instant::now();
+    if flusher.pending.is_some() || store.write_health().needs_reopen() {
+        recover(store, gate, flusher)?;
+    }
     registry.observe_time(now_ms);
-    let mut taken: Vec<(Arc<Series>, i64, Arc<Stats>)> = Vec::new();
+    let mut taken: Taken = Vec::new();
     let mut catalog: Vec<(Arc<Series>, i64)> = Vec::new();
     for s in registry.all() {
         if let Some(last_seen) = s.catalog_change() {
@@ -71,49 +122,175 @@ pub fn flush(
         }
     }
     if taken.is_empty() && catalog.is_empty() {
+        if store.write_health().failing().is_some() {
+            // Nothing to write, but ingest waits for proof that writes work.
+            store.probe(u64::try_from(now_ms).unwrap_or(0))?;
+            store.writes_succeed();
+        }
         return Ok(FlushReport {
             duration: started.elapsed(),
             ..FlushReport::default()
         });
     }
-    let (seq, bytes) = match write_deltas(store, codec, &taken, &catalog, gate) {
-        Ok(v) => v,
-        Err(e) => {
-            // Inflight stays; the next flush picks these up again.
+    let seq = next_seq(store)?;
+    let written = write_deltas(store, &mut flusher.codec, &taken, &catalog, gate, seq);
+    let report = |bytes| report(&taken, seq, bytes, started);
+    match written {
+        Written::Done(bytes) => {
+            store.writes_succeed();
+            for (s, last_seen) in &catalog {
+                s.catalog_written(*last_seen);
+            }
+            Ok(report(bytes))
+        }
+        Written::NotLanded(err) => {
             for (s, _, _) in &taken {
                 s.flush_failed();
             }
-            return Err(e);
+            Err(store.failed(err))
         }
-    };
-    for (s, last_seen) in &catalog {
-        s.catalog_written(*last_seen);
+        Written::Unknown(err) => {
+            // Nothing else is taken until a later flush settles this one.
+            flusher.pending = Some(Pending {
+                seq,
+                taken,
+                catalog,
+            });
+            Err(store.failed(err))
+        }
     }
+}
+
+fn report(taken: &Taken, seq: u64, bytes: usize, started: Instant) -> FlushReport {
     let mut series: Vec<u64> = taken.iter().map(|(s, _, _)| s.id()).collect();
     series.dedup();
-    Ok(FlushReport {
+    FlushReport {
         seq,
         series: series.len(),
         buckets: taken.len(),
         bytes,
         duration: started.elapsed(),
-    })
+    }
 }
 
+/// The flush sequence number the file holds (0 before the first flush).
+fn durable_seq(store: &Store) -> Result<u64> {
+    let rtx = store.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    Ok(meta.get(FLUSH_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// The next flush's sequence number. Only flushes (serialised) write it.
+fn next_seq(store: &Store) -> Result<u64> {
+    Ok(durable_seq(store)? + 1)
+}
+
+/// Brings the file and the hot buckets back in step after a failed write:
+/// reopens the database if redb asks for it, then settles the pending
+/// flush by the sequence number in the file. Holds the writers' turn and
+/// the commit gate throughout, so no reader sees the file and the inflight
+/// stats disagree. Returns whether the pending flush landed (`None`: none
+/// was pending). On error the pending flush stays pending.
+pub fn recover(store: &Store, gate: &CommitGate, flusher: &mut Flusher) -> Result<Option<bool>> {
+    let turn = store.turn();
+    let gate = gate.write();
+    if store.write_health().needs_reopen() {
+        store.reopen(&turn)?;
+    }
+    let Some(pending) = flusher.pending.as_ref() else {
+        return Ok(None);
+    };
+    let landed = durable_seq(store)? >= pending.seq;
+    let Some(p) = flusher.pending.take() else {
+        return Ok(None);
+    };
+    if landed {
+        for (s, minute, stats) in &p.taken {
+            s.finish_flush(*minute, stats, &gate);
+        }
+        for (s, last_seen) in &p.catalog {
+            s.catalog_written(*last_seen);
+        }
+        tracing::warn!(
+            seq = p.seq,
+            "a flush whose commit failed had landed: its data is kept once"
+        );
+    } else {
+        for (s, _, _) in &p.taken {
+            s.flush_failed();
+        }
+        tracing::warn!(
+            seq = p.seq,
+            buckets = p.taken.len(),
+            "a failed flush did not land: its data stays hot and is written again"
+        );
+    }
+    Ok(Some(landed))
+}
+
+/// How a flush's write ended.
+enum Written {
+    /// Committed (or failed to say so but landed): `bytes` of deltas, and
+    /// the inflight stats are dropped.
+    Done(usize),
+    /// Certainly not in the file: the taken stats go back to the next flush.
+    NotLanded(Error),
+    /// The file could not be read back after a failed commit: settled by a
+    /// later flush ([`recover`]).
+    Unknown(Error),
+}
+
+/// Writes the taken stats as deltas (and the catalog changes) with flush
+/// sequence number `seq`, in one transaction, and settles the outcome
+/// while still holding the commit gate: on success, or on a failed commit
+/// whose sequence number is in the file nevertheless (the store reopened
+/// it, see [`crate::store::Write::commit`]), the inflight stats are
+/// dropped; so no reader ever sees a landed delta and its inflight copy.
 fn write_deltas(
     store: &Store,
     codec: &mut Codec,
     taken: &[(Arc<Series>, i64, Arc<Stats>)],
     catalog: &[(Arc<Series>, i64)],
     gate: &CommitGate,
-) -> Result<(u64, usize)> {
+    seq: u64,
+) -> Written {
+    let (txn, bytes) = match stage(store, codec, taken, catalog, seq) {
+        Ok(staged) => staged,
+        // Never committed: nothing of it is in the file.
+        Err(err) => return Written::NotLanded(err),
+    };
+    let gate = gate.write();
+    if let Err(err) = txn.commit() {
+        match durable_seq(store) {
+            Ok(durable) if durable >= seq => {
+                tracing::warn!(seq, error = %err, "a flush whose commit failed had landed: its data is kept once");
+            }
+            Ok(_) => return Written::NotLanded(err),
+            Err(_) => return Written::Unknown(err),
+        }
+    }
+    for (s, minute, stats) in taken {
+        s.finish_flush(*minute, stats, &gate);
+    }
+    Written::Done(bytes)
+}
+
+/// Builds the flush's write transaction: the sequence number, one delta per
+/// taken (series, minute) merged with an earlier flush's delta of the same
+/// minute, and the catalog changes. Returns it uncommitted, with the bytes
+/// of deltas it holds.
+fn stage<'s>(
+    store: &'s Store,
+    codec: &mut Codec,
+    taken: &[(Arc<Series>, i64, Arc<Stats>)],
+    catalog: &[(Arc<Series>, i64)],
+    seq: u64,
+) -> Result<(Write<'s>, usize)> {
     let mut txn = store.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut bytes = 0;
-    let seq;
     {
         let mut meta = txn.open_table(META)?;
-        seq = meta.get(FLUSH_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
         meta.insert(FLUSH_SEQ_KEY, seq)?;
         let mut deltas = txn.open_table(DELTAS)?;
         let mut buf = Vec::with_capacity(1024);
@@ -142,12 +319,7 @@ fn write_deltas(
             series.insert(s.id(), rec.as_slice())?;
         }
     }
-    let gate = gate.write();
-    txn.commit()?;
-    for (s, minute, stats) in taken {
-        s.finish_flush(*minute, stats, &gate);
-    }
-    Ok((seq, bytes))
+    Ok((txn, bytes))
 }
 
 /// What one rollup pass did.

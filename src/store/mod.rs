@@ -11,15 +11,22 @@
 
 pub mod codec;
 pub mod flush;
+pub mod guard;
+pub mod limited;
 pub mod migrations;
+pub mod overlay;
+pub mod space;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
 
+use parking_lot::RwLock;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::error::{Error, Result};
 use crate::store::codec::SeriesRecord;
+use crate::store::limited::{DiskBudget, LimitedBackend};
+use crate::store::space::WriteHealth;
 use crate::store::tables::SERIES;
 
 /// Every series in the catalog of `db` (a writable or read-only handle).
@@ -56,19 +63,43 @@ pub fn open_read_only(data_dir: &Path) -> Result<redb::ReadOnlyDatabase> {
     Ok(db)
 }
 
+/// A writer's turn: every write transaction, and a reopen, happen while one
+/// is held (see [`Store::turn`]).
+pub struct Turn<'a>(#[allow(dead_code)] parking_lot::FairMutexGuard<'a, ()>);
+
 /// A write transaction holding its writer's turn (see [`Store::begin_write`]).
 pub struct Write<'a> {
     // Field order matters: the transaction drops (aborts) before the turn
     // is handed on.
     txn: redb::WriteTransaction,
-    _turn: parking_lot::FairMutexGuard<'a, ()>,
+    store: &'a Store,
+    _turn: Turn<'a>,
 }
 
 impl Write<'_> {
-    /// Commits, then hands the turn on.
+    /// Commits, then hands the turn on. A failed commit (other than a
+    /// poisoned transaction) may already be durable, and redb then refuses
+    /// every read and write until the file is reopened: the store is
+    /// reopened at once, still in this writer's turn, so readers are back
+    /// before the error returns, and the caller reads back what landed.
+    /// (If the reopen fails, [`WriteHealth::needs_reopen`] stays set and
+    /// the flusher retries it.)
     pub fn commit(self) -> Result<()> {
-        self.txn.commit()?;
-        Ok(())
+        let Write { txn, store, _turn } = self;
+        match txn.commit() {
+            Ok(()) => Ok(()),
+            Err(redb::CommitError::TransactionPoisoned) => {
+                Err(redb::CommitError::TransactionPoisoned.into())
+            }
+            Err(e) => {
+                let err = Error::from(e);
+                store.health.write_failed(&err, true);
+                if let Err(again) = store.reopen(&_turn) {
+                    tracing::warn!(error = %again, "reopening the store failed; retried by the flusher");
+                }
+                Err(err)
+            }
+        }
     }
 }
 
@@ -83,6 +114,39 @@ impl std::ops::DerefMut for Write<'_> {
     fn deref_mut(&mut self) -> &mut redb::WriteTransaction {
         &mut self.txn
     }
+}
+
+/// A read transaction on the open database. It holds the database's read
+/// side, so a reopen ([`Store::reopen`]) waits for it to end instead of
+/// pulling the file from under it.
+pub struct Read<'a> {
+    // The transaction ends before the database may be swapped.
+    txn: redb::ReadTransaction,
+    _db: DbRef<'a>,
+}
+
+impl std::ops::Deref for Read<'_> {
+    type Target = redb::ReadTransaction;
+    fn deref(&self) -> &redb::ReadTransaction {
+        &self.txn
+    }
+}
+
+/// The open database, borrowed (see [`Store::db`]).
+pub type DbRef<'a> = parking_lot::MappedRwLockReadGuard<'a, Database>;
+
+/// Opens (creating) the redb file at `path` with `opts`' cache and disk.
+fn open_db(path: &Path, opts: &OpenOptions) -> Result<Database> {
+    let mut builder = Database::builder();
+    builder
+        .set_cache_size(opts.cache_size)
+        .set_check_integrity_on_open(opts.verify);
+    let opened = match &opts.disk_budget {
+        Some(budget) => LimitedBackend::open(path, budget.clone())
+            .and_then(|backend| builder.create_with_backend(backend)),
+        None => builder.create(path),
+    };
+    opened.map_err(|e| map_open_error(e, path))
 }
 
 /// File name of the store inside the data directory.
@@ -111,7 +175,7 @@ pub fn create_data_dir(data_dir: &Path) -> Result<()> {
 }
 
 /// How to open a store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Create the directory and file when missing.
     pub create: bool,
@@ -119,6 +183,14 @@ pub struct OpenOptions {
     pub migrate: bool,
     /// redb's page cache in bytes (redb's own default is 1 GiB).
     pub cache_size: usize,
+    /// Fault tests: the file's writes fail with `ENOSPC` once this budget
+    /// is spent ([`limited`]). `None`: the real file, unlimited.
+    pub disk_budget: Option<DiskBudget>,
+    /// Verify every page's checksum before trusting the file (redb's
+    /// `check_integrity_on_open`; it reads the whole file): a file altered
+    /// since redb wrote it is refused as `Corrupted` instead of answering
+    /// from damaged pages.
+    pub verify: bool,
 }
 
 /// The page cache a store gets unless configured (`storage.cache_size`).
@@ -130,19 +202,30 @@ impl Default for OpenOptions {
             create: true,
             migrate: true,
             cache_size: DEFAULT_CACHE_SIZE,
+            disk_budget: None,
+            verify: true,
         }
     }
 }
 
 /// An open store file.
+///
+/// The database sits behind a lock so that it can be closed and reopened
+/// in place after an I/O error ([`Store::reopen`]): readers hold its read
+/// side for the life of their transaction ([`Read`]), a reopen its write
+/// side, and writers their turn ([`Turn`]), which a reopen takes first.
+/// Lock order: turn, then the engine's commit gate, then the database.
 pub struct Store {
-    db: Database,
+    /// `None` only between a failed reopen and the next successful one.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
     schema_version: u64,
+    opts: OpenOptions,
     /// Writers take turns in arrival order. redb's own write lock is not
     /// fair: a compactor committing batch after batch re-took it before a
     /// waiting flush for up to 420 ms (benches/COMPACTION_RESULTS.md).
     write_turn: parking_lot::FairMutex<()>,
+    health: WriteHealth,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,10 +276,7 @@ impl Store {
                 supported: migrations::CURRENT,
             });
         }
-        let db = Database::builder()
-            .set_cache_size(opts.cache_size)
-            .create(&path)
-            .map_err(|e| map_open_error(e, &path))?;
+        let db = open_db(&path, &opts)?;
         let found = migrations::recorded_version(&db)?;
         if found > migrations::CURRENT {
             return Err(Error::SchemaTooNew {
@@ -216,10 +296,12 @@ impl Store {
         }
         migrations::apply(&db, found)?;
         Ok(Store {
-            db,
+            db: RwLock::new(Some(db)),
             path,
             schema_version: migrations::CURRENT,
+            opts,
             write_turn: parking_lot::FairMutex::new(()),
+            health: WriteHealth::default(),
         })
     }
 
@@ -252,24 +334,101 @@ impl Store {
         migrations::recorded_version(&db)
     }
 
+    /// Waits for this writer's turn (see [`Turn`]).
+    pub fn turn(&self) -> Turn<'_> {
+        Turn(self.write_turn.lock())
+    }
+
     /// Begins a write transaction, in turn with every other writer of this
     /// store. The turn ends when the transaction is committed or dropped.
     pub fn begin_write(&self) -> Result<Write<'_>> {
-        let turn = self.write_turn.lock();
+        let turn = self.turn();
+        let txn = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         Ok(Write {
-            txn: self.db.begin_write()?,
+            txn,
+            store: self,
             _turn: turn,
         })
     }
 
-    /// The redb database.
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// Begins a read transaction (see [`Read`]).
+    pub fn begin_read(&self) -> Result<Read<'_>> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        Ok(Read { txn, _db: db })
+    }
+
+    /// The open database; an error while it is closed after a failed
+    /// reopen. A reader keeps the borrow while its transaction lives.
+    pub fn db(&self) -> Result<DbRef<'_>> {
+        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
+            Error::StoreUnavailable {
+                path: self.path.clone(),
+                reason: self
+                    .health
+                    .failing()
+                    .unwrap_or_else(|| "it is being reopened".to_owned()),
+            }
+        })
     }
 
     /// Mutable access (compaction, integrity checks).
-    pub fn db_mut(&mut self) -> &mut Database {
-        &mut self.db
+    pub fn db_mut(&mut self) -> Result<&mut Database> {
+        let path = self.path.clone();
+        self.db.get_mut().as_mut().ok_or(Error::StoreUnavailable {
+            path,
+            reason: "it is closed".to_owned(),
+        })
+    }
+
+    /// Records a write that failed with `err` (an I/O error marks the
+    /// store for a reopen) and hands the error back.
+    pub fn failed(&self, err: Error) -> Error {
+        let io = space::is_io_failure(&err);
+        if io {
+            self.health.write_failed(&err, true);
+        }
+        err
+    }
+
+    /// Whether the store takes writes (see [`WriteHealth`]).
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.health
+    }
+
+    /// A flush committed (or, with nothing to write, a probe did): the
+    /// store takes writes again.
+    pub fn writes_succeed(&self) {
+        self.health.write_succeeded();
+    }
+
+    /// Closes the database and opens the file again, as redb requires after
+    /// an I/O error (it refuses every write until then); redb recovers the
+    /// file from its last durable commit. The caller holds the writers'
+    /// turn, so no write transaction is live; readers finish first. On
+    /// failure the store stays closed (readers get
+    /// [`Error::StoreUnavailable`]) until a later reopen succeeds.
+    pub fn reopen(&self, _turn: &Turn<'_>) -> Result<()> {
+        let mut slot = self.db.write();
+        if let Some(old) = slot.take()
+            && let Err(e) = old.close()
+        {
+            tracing::debug!(error = %e, "closing the failed database");
+        }
+        // No full verification here: the file was verified when first
+        // opened, and a reopen must be quick (readers wait for it).
+        let opts = OpenOptions {
+            verify: false,
+            ..self.opts.clone()
+        };
+        let db = open_db(&self.path, &opts)?;
+        *slot = Some(db);
+        self.health.reopened();
+        tracing::warn!(path = %self.path.display(), "store reopened after a write error");
+        Ok(())
     }
 
     /// Path of the file.
@@ -284,7 +443,7 @@ impl Store {
 
     /// Every series in the catalog.
     pub fn load_series(&self) -> Result<Vec<(u64, SeriesRecord)>> {
-        load_series(&self.db)
+        load_series(&*self.db()?)
     }
 
     /// Size of the file in bytes.
@@ -301,7 +460,7 @@ impl Store {
         txn.open_table(tables::META)?
             .insert(tables::HEALTH_PROBE_KEY, value)?;
         txn.commit()?;
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let found = read
             .open_table(tables::META)?
             .get(tables::HEALTH_PROBE_KEY)?

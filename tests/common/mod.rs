@@ -216,3 +216,53 @@ pub fn count(m: &Monitor, ns: &str, metric: &str, kind: scopemon::Kind) -> u64 {
         .and_then(|r| r.points.first().map(|p| p.count))
         .unwrap_or(0)
 }
+
+/// A `scopemon serve` child ([`spawn_serve`]) with JSON helpers; killed
+/// when dropped.
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Daemon {
+    /// [`spawn_serve`] on `dir` (config `dir/scopemon.toml`, data `dir/data`),
+    /// its log discarded.
+    pub fn start(dir: &Path) -> Daemon {
+        let (child, base) = spawn_serve(dir, std::process::Stdio::null());
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Daemon { child, base, agent }
+    }
+
+    /// A request with an optional JSON body: status and JSON answer
+    /// (`null` when it is not JSON).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.base);
+        let mut r = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            (_, Some(b)) => self.agent.post(&url).send_json(b),
+            (_, None) => self.agent.post(&url).send_empty(),
+        }
+        .expect("request");
+        let status = r.status().as_u16();
+        let v = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        (status, v)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,213 @@
+//! A full disk, deterministically: the store sits on a redb backend whose
+//! writes fail with `ENOSPC` once a byte budget is spent
+//! ([`scopemon::DiskBudget`]), and whose `fsync`s can fail after the data
+//! reached the file (a commit that errs but landed).
+//!
+//! Promises held here: HTTP ingest answers `507 insufficient_storage` and
+//! keeps nothing of the body while writes fail; queries and health keep
+//! answering (`/readyz` 503, `/health/quick` NOT_OK); once space is back
+//! scopemon recovers by itself; every sample is counted exactly once
+//! whether the failed commit landed or not; a clean shutdown on a full
+//! disk says how much it could not write. (tests/full_disk_tmpfs.rs does
+//! the same on a real, small tmpfs through the binary.)
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use common::T0;
+use scopemon::{
+    Config, DiskBudget, HealthAggregator, Kind, ManualClock, Monitor, QuerySpec, Tags, Window,
+};
+
+const UNLIMITED: u64 = u64::MAX;
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::with_data_dir(dir);
+    // The budget, not the host's free space, decides here.
+    c.storage.min_free_space = 0;
+    c
+}
+
+fn open(dir: &std::path::Path, clock: &ManualClock, budget: &DiskBudget) -> Monitor {
+    Monitor::builder(config(dir))
+        .clock(Arc::new(clock.clone()))
+        .background(false)
+        .disk_budget(budget.clone())
+        .open()
+        .expect("open monitor")
+}
+
+/// (count, sum) of every `api` latency in `prod`; a failed query fails the
+/// test (queries must keep answering on a full disk).
+fn totals(m: &Monitor) -> (u64, f64) {
+    let spec = QuerySpec {
+        namespace: "prod".into(),
+        metric: "api".into(),
+        kind: Kind::Latency,
+        window: Window::Range,
+        from: T0 - 10 * 60_000,
+        to: T0 + 10 * 60_000,
+        tags: Tags::empty(),
+    };
+    let r = m.query(&spec).expect("queries keep answering");
+    r.points.first().map_or((0, 0.0), |p| (p.count, p.sum))
+}
+
+/// Records `n` latencies of `value` µs into one series.
+fn record(m: &Monitor, n: usize, value: u64) {
+    for _ in 0..n {
+        m.record_latency("prod", "api", Duration::from_micros(value), &[])
+            .expect("library recording is never refused for the disk");
+    }
+}
+
+/// Records one latency of `value` µs into each of `n` new series (tag
+/// `host=<tag><i>`): enough new records that a flush needs new space, as
+/// redb first reuses the pages it freed inside the file.
+fn record_wide(m: &Monitor, tag: &str, n: usize, value: u64) {
+    for i in 0..n {
+        let host = format!("{tag}{i}");
+        m.record_latency(
+            "prod",
+            "api",
+            Duration::from_micros(value),
+            &[("host", &host)],
+        )
+        .expect("library recording is never refused for the disk");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_ingest_keeps_reads_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5_000);
+    let budget = DiskBudget::new(UNLIMITED);
+    let m = Arc::new(open(dir.path(), &clock, &budget));
+    record(&m, 100, 1_000);
+    m.flush().expect("flush with space");
+
+    // The disk fills up: the next flush fails, its samples stay hot.
+    budget.set(0);
+    record_wide(&m, "a", 2_000, 2_000);
+    let err = m.flush().expect_err("a flush on a full disk fails");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(
+        totals(&m),
+        (2_100, 4_100_000.0),
+        "every accepted sample, once"
+    );
+
+    // HTTP ingest answers 507 and keeps nothing; reads and health answer.
+    let health = HealthAggregator::with_builtin_checks(m.clone());
+    health.start().await.expect("health");
+    let app = scopemon::router(health.clone());
+    let body = json!({"samples": [{"namespace": "prod", "metric": "api", "value": 9}]});
+    let (status, _, text) = common::call(&app, "POST", "/v1/ingest", &body.to_string(), None).await;
+    assert_eq!(status, 507, "{text}");
+    assert!(text.contains("insufficient_storage"), "{text}");
+    let q = "/v1/query?namespace=prod&metric=api&window=range&from=now-1h";
+    let (status, _, text) = common::call(&app, "GET", q, "", None).await;
+    assert_eq!(status, 200, "queries keep answering: {text}");
+    health.fresh_system_health().await;
+    let (status, _, text) = common::call(&app, "GET", "/readyz", "", None).await;
+    assert_eq!(status, 503, "not ready while writes fail: {text}");
+    let (_, _, text) = common::call(&app, "GET", "/health/quick", "", None).await;
+    assert!(text.contains("NOT_OK"), "{text}");
+    assert_eq!(
+        totals(&m),
+        (2_100, 4_100_000.0),
+        "the 507 body kept nothing"
+    );
+
+    // Space comes back: the next flush (the background task's job) writes
+    // everything, and ingest resumes without a restart.
+    budget.set(UNLIMITED);
+    m.flush().expect("flush once space is back");
+    assert!(m.storage_refusal().is_none(), "writes succeed again");
+    let (status, _, text) = common::call(&app, "POST", "/v1/ingest", &body.to_string(), None).await;
+    assert_eq!(status, 200, "{text}");
+    health.fresh_system_health().await;
+    let (status, _, text) = common::call(&app, "GET", "/readyz", "", None).await;
+    assert_eq!(status, 200, "ready again: {text}");
+    health.stop().await;
+    m.close().expect("clean shutdown");
+    drop(app);
+    drop(health);
+    drop(m);
+
+    let m = open(dir.path(), &clock, &DiskBudget::new(UNLIMITED));
+    assert_eq!(totals(&m), (2_101, 4_100_009.0), "all of it on disk, once");
+}
+
+#[test]
+fn a_failed_commit_that_landed_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5_000);
+    let budget = DiskBudget::new(UNLIMITED);
+    let m = open(dir.path(), &clock, &budget);
+    record(&m, 10, 1_000);
+    m.flush().expect("flush");
+    record(&m, 20, 3_000);
+    // The commit's data reaches the file but its fsync reports an error:
+    // redb then refuses writes until reopened. The flush reopens, finds
+    // its sequence number in the file and drops the inflight copy.
+    budget.fail_next_syncs(1);
+    let _ = m.flush();
+    assert_eq!(totals(&m), (30, 70_000.0), "read once, not twice");
+    record(&m, 1, 5_000);
+    m.flush().expect("the store takes writes again");
+    assert_eq!(totals(&m), (31, 75_000.0));
+    m.close().expect("close");
+    drop(m);
+    let m = open(dir.path(), &clock, &budget);
+    assert_eq!(totals(&m), (31, 75_000.0), "on disk once");
+}
+
+#[test]
+fn a_failed_commit_that_did_not_land_is_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5_000);
+    let budget = DiskBudget::new(UNLIMITED);
+    let m = open(dir.path(), &clock, &budget);
+    record(&m, 10, 1_000);
+    m.flush().expect("flush");
+    budget.set(0);
+    record_wide(&m, "a", 2_000, 3_000);
+    m.flush().expect_err("no space");
+    m.flush().expect_err("still no space");
+    record_wide(&m, "a", 500, 7_000);
+    budget.set(UNLIMITED);
+    m.flush().expect("space is back");
+    assert_eq!(totals(&m), (2_510, 9_510_000.0));
+    m.close().expect("close");
+    drop(m);
+    let m = open(dir.path(), &clock, &budget);
+    assert_eq!(
+        totals(&m),
+        (2_510, 9_510_000.0),
+        "written once, nothing lost"
+    );
+}
+
+#[test]
+fn a_clean_shutdown_on_a_full_disk_says_what_it_could_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5_000);
+    let budget = DiskBudget::new(UNLIMITED);
+    let m = open(dir.path(), &clock, &budget);
+    record(&m, 10, 1_000);
+    m.flush().expect("flush");
+    budget.set(0);
+    record_wide(&m, "a", 2_000, 1_000);
+    let err = m.close().expect_err("the final flush cannot write");
+    let msg = err.to_string();
+    assert_eq!(err.code(), "not_persisted", "{msg}");
+    assert!(
+        msg.starts_with("2000 accepted samples in 2000 series-minutes"),
+        "{msg}"
+    );
+}
