@@ -33,8 +33,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::memory::MemorySource;
 use crate::store::flush::{FlushReport, RollupReport};
-use crate::store::limited::DiskBudget;
 use crate::store::guard::guard;
+use crate::store::limited::DiskBudget;
 use crate::tasks::{Schedule, TaskStatus, Tasks};
 
 use engine::Engine;
@@ -336,7 +336,9 @@ impl Monitor {
                 reason: err.to_string(),
             });
         }
-        self.guarded("rolling up on close", || self.engine.rollup(now, usize::MAX))?;
+        self.guarded("rolling up on close", || {
+            self.engine.rollup(now, usize::MAX)
+        })?;
         Ok(())
     }
 
