@@ -96,7 +96,7 @@ pub fn backup(db: &impl ReadableDatabase, to: &Path, overwrite: bool) -> Result<
     publish(&tmp, to, overwrite)?;
     Ok(BackupReport {
         path: to.to_path_buf(),
-        bytes: file_len(to)?,
+        bytes: crate::store::file_len(to)?,
         records,
     })
 }
@@ -203,7 +203,7 @@ pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<RestoreRepor
     }
     publish(&tmp, &target, true)?;
     Ok(RestoreReport {
-        bytes: file_len(&target)?,
+        bytes: crate::store::file_len(&target)?,
         path: target,
         schema_version,
         replaced,
@@ -381,16 +381,6 @@ fn sync_file(path: &Path) -> Result<()> {
         .and_then(|f| f.sync_all())
         .map_err(|source| Error::DataDir {
             action: "sync",
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-fn file_len(path: &Path) -> Result<u64> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|source| Error::DataDir {
-            action: "read the size of",
             path: path.to_path_buf(),
             source,
         })

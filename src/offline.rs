@@ -105,14 +105,14 @@ pub fn compact(
 ) -> Result<Compaction> {
     let data_dir = &config.storage.data_dir;
     let path = require_store(data_dir)?;
-    let file_bytes_before = file_size(&path)?;
+    let file_bytes_before = crate::store::file_len(&path)?;
     let report = guard(data_dir, "compacting", || {
         compact_inner(config, dry_run, now_ms, progress)
     })?;
     Ok(Compaction {
         report,
         file_bytes_before,
-        file_bytes_after: file_size(&path)?,
+        file_bytes_after: crate::store::file_len(&path)?,
     })
 }
 
@@ -142,16 +142,6 @@ fn compact_inner(
         while store.db_mut()?.compact()? {}
         report
     })
-}
-
-fn file_size(path: &Path) -> Result<u64> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|source| Error::DataDir {
-            action: "read the size of",
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 /// The store and its retention policy (configuration plus stored overrides).

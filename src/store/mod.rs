@@ -149,6 +149,17 @@ fn open_db(path: &Path, opts: &OpenOptions) -> Result<Database> {
     opened.map_err(|e| map_open_error(e, path))
 }
 
+/// Size in bytes of the file at `path`; the error names it.
+pub fn file_len(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| Error::DataDir {
+            action: "read the size of",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// File name of the store inside the data directory.
 pub const DB_FILE: &str = "scopemon.redb";
 
