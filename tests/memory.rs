@@ -216,8 +216,9 @@ fn an_emergency_cleanup_frees_idle_series_and_loses_no_sample() {
         m.record_latency("prod", "api", d, &[("host", &host)])
             .unwrap();
     }
+    // Every one-sample bucket is counted (a sparse bucket, ~160 bytes).
     let before = m.stats().hot_bytes;
-    assert!(before > 3000 * 1000, "{before}");
+    assert!(before > 3000 * 100, "{before}");
     mem.set_process(950);
     let s = m.check_memory().unwrap();
     assert_eq!(s.pressure_level, Critical);
