@@ -39,6 +39,9 @@ use crate::index::SeriesIndex;
 use crate::model::{Kind, Outcome, Resolution, SeriesKey, Tags};
 use crate::stats::{Precision, Stats};
 
+mod ring;
+use ring::Rings;
+
 const SHARDS: usize = 64;
 
 /// One minute's not-yet-stored samples of a series.
@@ -89,7 +92,14 @@ pub struct Series {
     id: u64,
     key: SeriesKey,
     state: Mutex<HotState>,
+    /// Handles' per-thread rings of pending samples (`hot/ring.rs`),
+    /// drained into `state` by whoever takes its lock through
+    /// [`Series::lock`]; created on a handle's first record.
+    rings: OnceLock<Box<Rings>>,
     /// Set by recorders, cleared by the flusher when it takes the buckets.
+    /// A ring push sets it after its release store without a fence, so a
+    /// flush may miss the flag for a sample it cannot see yet: the flusher
+    /// also asks the rings ([`Series::take_for_flush`]).
     dirty: AtomicBool,
     /// First and last minute with data (Unix ms); persisted by the flusher.
     first_seen: AtomicI64,
@@ -157,17 +167,62 @@ impl Series {
         self.last_seen.load(Ordering::Relaxed)
     }
 
+    /// The hot state, locked, with every ring drained into it: what the
+    /// readers, the flusher and a producer whose ring is full look at.
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HotState> {
+        let mut st = self.state.lock();
+        if let Some(rings) = self.rings.get() {
+            rings.drain(&mut st, |st, p| {
+                self.record_locked(st, p.minute, p.scaled, p.value, p.error);
+            });
+        }
+        st
+    }
+
     /// Records one validated, scaled sample into minute `minute`.
     #[inline]
     pub(crate) fn record(&self, minute: i64, scaled: u64, value: f64, error: bool) {
         let mut st = self.state.lock();
+        self.record_locked(&mut st, minute, scaled, value, error);
+        drop(st);
+        self.mark_dirty();
+    }
+
+    /// The handle path: into the calling thread's ring, no lock taken
+    /// (`hot/ring.rs`); a full ring, or one of another minute, is drained
+    /// under the lock and the sample recorded there.
+    #[inline]
+    fn record_via_ring(&self, minute: i64, scaled: u64, value: f64, error: bool) {
+        let rings = self.rings.get_or_init(Box::default);
+        if let Err(ring) = rings.push(minute, scaled, value, error) {
+            self.record_draining(ring, minute, scaled, value, error);
+        }
+        self.mark_dirty();
+    }
+
+    #[cold]
+    fn record_draining(&self, ring: &ring::Ring, minute: i64, scaled: u64, value: f64, error: bool) {
+        let mut st = self.lock();
+        ring.set_minute(minute, &mut st);
+        self.record_locked(&mut st, minute, scaled, value, error);
+    }
+
+    #[inline]
+    fn mark_dirty(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn record_locked(&self, st: &mut HotState, minute: i64, scaled: u64, value: f64, error: bool) {
         let stats = match st.buckets.last_mut() {
             Some(HotBucket {
                 minute: m,
                 live: Some(s),
                 ..
             }) if *m == minute => s,
-            _ => self.open_bucket(&mut st, minute),
+            _ => self.open_bucket(st, minute),
         };
         let grown = stats.record_scaled(scaled, value, error);
         if grown > 0 {
@@ -175,10 +230,6 @@ impl Series {
             // series lock, so a flush releasing these stats never
             // subtracts bytes not yet added.
             self.budget.add(grown);
-        }
-        drop(st);
-        if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Relaxed);
         }
     }
 
@@ -221,10 +272,11 @@ impl Series {
     /// commit failed, so one delta carries both) and returns each
     /// (minute, stats) to write. Readers keep seeing them as `inflight`.
     pub(crate) fn take_for_flush(&self) -> Result<Vec<(i64, Arc<Stats>)>> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        if !dirty && !self.rings.get().is_some_and(|r| r.pending()) {
             return Ok(Vec::new());
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let mut taken = Vec::new();
         for b in st.buckets.iter_mut() {
             let pending = match (b.live.take(), b.inflight.take()) {
@@ -289,7 +341,7 @@ impl Series {
         _gate: &GateRead<'_>,
         mut visit: impl FnMut(i64, &Stats) -> Result<()>,
     ) -> Result<()> {
-        let st = self.state.lock();
+        let st = self.lock();
         for b in st
             .buckets
             .iter()
@@ -319,14 +371,14 @@ impl Series {
 
     /// Whether any hot bucket holds data.
     fn is_hot(&self) -> bool {
-        !self.state.lock().buckets.is_empty()
+        !self.lock().buckets.is_empty()
     }
 
     /// Frees the bucket list's allocation when it holds no bucket (an
     /// idle series); returns the bytes freed. A bucket with data, live or
     /// in flight, is never touched.
     fn release_idle(&self) -> usize {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let cap = st.buckets.capacity();
         if !st.buckets.is_empty() || cap == 0 {
             return 0;
@@ -521,6 +573,7 @@ impl Registry {
             id,
             key,
             state: Mutex::new(HotState::default()),
+            rings: OnceLock::new(),
             dirty: AtomicBool::new(false),
             first_seen: AtomicI64::new(first),
             last_seen: AtomicI64::new(last),
@@ -663,7 +716,7 @@ impl Handle {
         // the product differs from the quotient by at most one ulp.
         let micros = nanos as f64 * 1e-3;
         self.series
-            .record(self.minute.load(Ordering::Relaxed), scaled, micros, error);
+            .record_via_ring(self.minute.load(Ordering::Relaxed), scaled, micros, error);
     }
 
     /// Records a value in the series' unit; invalid values are refused.
@@ -674,7 +727,7 @@ impl Handle {
     /// Records a value with its outcome.
     pub fn record_value_outcome(&self, value: f64, outcome: Outcome) -> Result<()> {
         let scaled = self.kind.scale_value(value)?;
-        self.series.record(
+        self.series.record_via_ring(
             self.minute.load(Ordering::Relaxed),
             scaled,
             value,
@@ -803,7 +856,7 @@ mod tests {
         h.record(Duration::from_micros(100));
         r.observe_time(crate::model::MINUTE_MS + 5);
         h.record(Duration::from_micros(200));
-        let st = h.series().state.lock();
+        let st = h.series().lock();
         let minutes: Vec<i64> = st.buckets.iter().map(|b| b.minute).collect();
         assert_eq!(minutes, vec![0, crate::model::MINUTE_MS]);
         assert!(r.hot_bytes() > 0);
