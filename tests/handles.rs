@@ -48,7 +48,9 @@ fn a_query_right_after_record_sees_it_in_its_minute() {
     m.flush().expect("flush"); // reads the clock: handles move on
     h.record_outcome(Duration::from_micros(900), Outcome::Error);
     h.record(Duration::from_micros(50));
-    let r = m.query(&spec("api", Window::Buckets(Resolution::Minute))).expect("query");
+    let r = m
+        .query(&spec("api", Window::Buckets(Resolution::Minute)))
+        .expect("query");
     let per_minute: Vec<(i64, u64, u64)> = r
         .points
         .iter()
@@ -74,7 +76,13 @@ fn threads_and_flushes_count_every_sample_once() {
     let expected = |t: u64| {
         // Values 1..=PER_THREAD µs (+ t), every 7th an error.
         let sum: f64 = (1..=PER_THREAD).map(|i| (i + t) as f64).sum();
-        (PER_THREAD, sum, (1 + t) as f64, (PER_THREAD + t) as f64, PER_THREAD / 7)
+        (
+            PER_THREAD,
+            sum,
+            (1 + t) as f64,
+            (PER_THREAD + t) as f64,
+            PER_THREAD / 7,
+        )
     };
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -107,9 +115,17 @@ fn threads_and_flushes_count_every_sample_once() {
             seen = now;
         }
     });
-    let all = (0..THREADS).map(expected).fold((0, 0.0, f64::MAX, 0.0, 0), |a, e| {
-        (a.0 + e.0, a.1 + e.1, a.2.min(e.2), f64::max(a.3, e.3), a.4 + e.4)
-    });
+    let all = (0..THREADS)
+        .map(expected)
+        .fold((0, 0.0, f64::MAX, 0.0, 0), |a, e| {
+            (
+                a.0 + e.0,
+                a.1 + e.1,
+                a.2.min(e.2),
+                f64::max(a.3, e.3),
+                a.4 + e.4,
+            )
+        });
     assert_eq!(totals(&m, "shared"), all);
     assert_eq!(totals(&m, "own"), all);
     let own_0 = m

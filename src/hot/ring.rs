@@ -158,8 +158,8 @@ impl Rings {
     /// Whether any ring holds pending samples (for the flusher, which
     /// must not trust the series' dirty flag alone: see `Series::dirty`).
     pub(super) fn pending(&self) -> bool {
-        self.0.iter().any(|r| {
-            r.head.load(Ordering::Acquire) != r.tail.load(Ordering::Relaxed)
-        })
+        self.0
+            .iter()
+            .any(|r| r.head.load(Ordering::Acquire) != r.tail.load(Ordering::Relaxed))
     }
 }
