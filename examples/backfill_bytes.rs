@@ -134,4 +134,33 @@ fn main() {
         c.file_bytes_after,
         c.file_bytes_after as f64 / a.samples as f64
     );
+    breakdown(&dir.path().join(scopemon::DB_FILE), a.samples);
+}
+
+/// Entries and value bytes per bucket table of the compacted file: where
+/// the bytes per sample go (the rest is redb's keys, entry overhead and
+/// page slack).
+fn breakdown(path: &std::path::Path, samples: u64) {
+    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+    let db = redb::Database::open(path).expect("open compacted");
+    let tx = db.begin_read().expect("read");
+    for name in ["minute", "hour", "day"] {
+        let def: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new(name);
+        let t = tx.open_table(def).expect("table");
+        let mut values = 0u64;
+        for row in t.iter().expect("iter") {
+            let (_, v) = row.expect("row");
+            values += v.value().len() as u64;
+        }
+        let entries = t.len().expect("len");
+        let stats = t.stats().expect("stats");
+        println!(
+            "{name:>6}: {entries} records, values {values} B ({:.1} B each, {:.2} B/sample), stored {} B, leaf {} B, fragmented {} B",
+            values as f64 / entries.max(1) as f64,
+            values as f64 / samples as f64,
+            stats.stored_bytes(),
+            stats.leaf_pages() * 4096,
+            stats.fragmented_bytes(),
+        );
+    }
 }

@@ -139,6 +139,7 @@ fn compact_inner(
             |done, total| progress(CompactStep::Retention { done, total }),
         )?;
         progress(CompactStep::Reclaiming);
+        crate::store::repack::repack(&store)?;
         while store.db_mut()?.compact()? {}
         report
     })

@@ -313,3 +313,100 @@ fn expired_buckets_are_not_answered_before_any_compaction() {
     assert_eq!(counts(days), Vec::<u64>::new(), "expired days answered");
     assert_eq!(counts(Window::Range), Vec::<u64>::new());
 }
+
+/// Free fraction of the leaf bytes of each bucket table.
+fn leaf_slack(dir: &std::path::Path) -> Vec<f64> {
+    use redb::ReadableTableMetadata;
+    let store = Store::open(dir, OpenOptions::default()).unwrap();
+    let txn = store.begin_read().unwrap();
+    Resolution::ALL
+        .iter()
+        .map(|&res| {
+            let s = txn
+                .open_table(tables::buckets(res))
+                .unwrap()
+                .stats()
+                .unwrap();
+            let free = s.fragmented_bytes() as f64;
+            free / (free + (s.stored_bytes() + s.metadata_bytes()) as f64)
+        })
+        .collect()
+}
+
+/// Every query answer of every series, minute to day (the oracle a repack
+/// must not change).
+fn answers(m: &Monitor, hosts: usize, from: i64, to: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in 0..hosts {
+        for window in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
+            let spec = QuerySpec {
+                namespace: "long".into(),
+                metric: "api".into(),
+                kind: Kind::Latency,
+                window: Window::Buckets(window),
+                from,
+                to,
+                tags: Tags::new(&[("host", format!("h{h}"))]).unwrap(),
+            };
+            out.push(serde_json::to_string(&m.query(&spec).unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+/// Rollups write every series' hour, then the next hour: time-major
+/// inserts into (series, time) keys split leaf pages in half. `compact`
+/// repacks such tables (src/store/repack.rs) and every answer stays the
+/// same.
+#[test]
+fn compact_repacks_half_empty_bucket_tables_and_changes_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    let hosts = 40;
+    let names: Vec<String> = (0..hosts).map(|h| format!("h{h}")).collect();
+    let tags: Vec<[(&str, &str); 1]> = names.iter().map(|h| [("host", h.as_str())]).collect();
+    let hours = 12;
+    for minute in 0..hours * 60 {
+        let t = T0 + minute * MINUTE_MS;
+        clock.set(t + 1_000);
+        let samples: Vec<Sample<'_>> = (0..hosts)
+            .map(|h| Sample {
+                namespace: "long",
+                metric: "api",
+                kind: Kind::Latency,
+                value: (100 + (minute * 37 + h * 11) % 5_000) as f64,
+                tags: &tags[h as usize],
+                outcome: Outcome::Ok,
+                timestamp_ms: Some(t),
+            })
+            .collect();
+        let (ok, rejected) = m.record_batch(samples);
+        assert!(rejected.is_empty());
+        assert_eq!(ok, hosts as usize);
+        if minute % 60 == 59 {
+            m.flush().unwrap();
+            m.rollup().unwrap();
+        }
+    }
+    m.flush().unwrap();
+    m.rollup().unwrap();
+    let (from, to) = (T0, T0 + hours * HOUR_MS);
+    let before = answers(&m, hosts as usize, from, to);
+    m.close().unwrap();
+    drop(m);
+    let slack_before = leaf_slack(dir.path());
+    assert!(slack_before[1] > 0.25, "hour leaves {slack_before:?}");
+    let now = clock.now_ms();
+    let c = scopemon::offline::compact(&config(dir.path()), false, now, |_| {}).unwrap();
+    assert!(c.file_bytes_after < c.file_bytes_before, "{c:?}");
+    let slack_after = leaf_slack(dir.path());
+    for (res, s) in Resolution::ALL.iter().zip(&slack_after) {
+        assert!(
+            *s <= 0.25,
+            "{res:?}: {slack_after:?} (before {slack_before:?})"
+        );
+    }
+    let m = open(dir.path(), &clock);
+    assert_eq!(answers(&m, hosts as usize, from, to), before);
+}

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod limited;
 pub mod migrations;
 pub mod overlay;
+pub mod repack;
 pub mod space;
 pub mod tables;
 
