@@ -5,6 +5,10 @@
 //! series hash to the series with that hash. A series owns one `Mutex` over
 //! its hot buckets, so recorders of different series never share a lock and
 //! the registry's shard locks are only read on the name-lookup path.
+//! Handles do not take even that lock per sample: they push into a ring of
+//! the calling thread (`hot/ring.rs`), which whoever takes the lock drains
+//! first ([`Series::lock`]), so to every reader and flush a ring's samples
+//! are already in `live`.
 //!
 //! A hot bucket holds the samples of one minute that are not yet in the
 //! store: `live` (being recorded into) and `inflight` (taken by a flush whose
@@ -21,23 +25,28 @@
 //! read guard.
 //!
 //! ```text
-//!   record ──► live ──take_for_flush──► inflight ──finish_flush (gate held)──► gone
-//!                ▲                          │
-//!                └──── a failed commit: the next take merges live into inflight
+//!   handle ──► ring ─┐ (drained by whoever locks the series)
+//!   record ──────────┴──► live ──take_for_flush──► inflight ──finish_flush (gate held)──► gone
+//!                          ▲                          │
+//!                          └──── a failed commit: the next take merges live into inflight
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::index::SeriesIndex;
-use crate::model::{Kind, Outcome, Resolution, SeriesKey, Tags};
+use crate::model::{Kind, Resolution, SeriesKey, Tags};
 use crate::stats::{Precision, Stats};
+
+mod handle;
+mod ring;
+pub use handle::Handle;
+use ring::Rings;
 
 const SHARDS: usize = 64;
 
@@ -89,7 +98,14 @@ pub struct Series {
     id: u64,
     key: SeriesKey,
     state: Mutex<HotState>,
+    /// Handles' per-thread rings of pending samples (`hot/ring.rs`),
+    /// drained into `state` by whoever takes its lock through
+    /// [`Series::lock`]; created on a handle's first record.
+    rings: OnceLock<Box<Rings>>,
     /// Set by recorders, cleared by the flusher when it takes the buckets.
+    /// A ring push sets it after its release store without a fence, so a
+    /// flush may miss the flag for a sample it cannot see yet: the flusher
+    /// also asks the rings ([`Series::take_for_flush`]).
     dirty: AtomicBool,
     /// First and last minute with data (Unix ms); persisted by the flusher.
     first_seen: AtomicI64,
@@ -157,17 +173,69 @@ impl Series {
         self.last_seen.load(Ordering::Relaxed)
     }
 
+    /// The hot state, locked, with every ring drained into it: what the
+    /// readers, the flusher and a producer whose ring is full look at.
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HotState> {
+        let mut st = self.state.lock();
+        if let Some(rings) = self.rings.get() {
+            rings.drain(&mut st, |st, p| {
+                self.record_locked(st, p.minute, p.scaled, p.value, p.error);
+            });
+        }
+        st
+    }
+
     /// Records one validated, scaled sample into minute `minute`.
     #[inline]
     pub(crate) fn record(&self, minute: i64, scaled: u64, value: f64, error: bool) {
         let mut st = self.state.lock();
+        self.record_locked(&mut st, minute, scaled, value, error);
+        drop(st);
+        self.mark_dirty();
+    }
+
+    /// The handle path: into the calling thread's ring, no lock taken
+    /// (`hot/ring.rs`); a full ring, or one of another minute, is drained
+    /// under the lock and the sample recorded there.
+    #[inline]
+    fn record_via_ring(&self, minute: i64, scaled: u64, value: f64, error: bool) {
+        let rings = self.rings.get_or_init(Box::default);
+        if let Err(ring) = rings.push(minute, scaled, value, error) {
+            self.record_draining(ring, minute, scaled, value, error);
+        }
+        self.mark_dirty();
+    }
+
+    #[cold]
+    fn record_draining(
+        &self,
+        ring: &ring::Ring,
+        minute: i64,
+        scaled: u64,
+        value: f64,
+        error: bool,
+    ) {
+        let mut st = self.lock();
+        ring.set_minute(minute, &mut st);
+        self.record_locked(&mut st, minute, scaled, value, error);
+    }
+
+    #[inline]
+    fn mark_dirty(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn record_locked(&self, st: &mut HotState, minute: i64, scaled: u64, value: f64, error: bool) {
         let stats = match st.buckets.last_mut() {
             Some(HotBucket {
                 minute: m,
                 live: Some(s),
                 ..
             }) if *m == minute => s,
-            _ => self.open_bucket(&mut st, minute),
+            _ => self.open_bucket(st, minute),
         };
         let grown = stats.record_scaled(scaled, value, error);
         if grown > 0 {
@@ -175,10 +243,6 @@ impl Series {
             // series lock, so a flush releasing these stats never
             // subtracts bytes not yet added.
             self.budget.add(grown);
-        }
-        drop(st);
-        if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Relaxed);
         }
     }
 
@@ -221,10 +285,11 @@ impl Series {
     /// commit failed, so one delta carries both) and returns each
     /// (minute, stats) to write. Readers keep seeing them as `inflight`.
     pub(crate) fn take_for_flush(&self) -> Result<Vec<(i64, Arc<Stats>)>> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        if !dirty && !self.rings.get().is_some_and(|r| r.pending()) {
             return Ok(Vec::new());
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let mut taken = Vec::new();
         for b in st.buckets.iter_mut() {
             let pending = match (b.live.take(), b.inflight.take()) {
@@ -289,7 +354,7 @@ impl Series {
         _gate: &GateRead<'_>,
         mut visit: impl FnMut(i64, &Stats) -> Result<()>,
     ) -> Result<()> {
-        let st = self.state.lock();
+        let st = self.lock();
         for b in st
             .buckets
             .iter()
@@ -319,14 +384,14 @@ impl Series {
 
     /// Whether any hot bucket holds data.
     fn is_hot(&self) -> bool {
-        !self.state.lock().buckets.is_empty()
+        !self.lock().buckets.is_empty()
     }
 
     /// Frees the bucket list's allocation when it holds no bucket (an
     /// idle series); returns the bytes freed. A bucket with data, live or
     /// in flight, is never touched.
     fn release_idle(&self) -> usize {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let cap = st.buckets.capacity();
         if !st.buckets.is_empty() || cap == 0 {
             return 0;
@@ -521,6 +586,7 @@ impl Registry {
             id,
             key,
             state: Mutex::new(HotState::default()),
+            rings: OnceLock::new(),
             dirty: AtomicBool::new(false),
             first_seen: AtomicI64::new(first),
             last_seen: AtomicI64::new(last),
@@ -609,11 +675,7 @@ impl Registry {
 
     /// A handle that records into `series` at the registry's current minute.
     pub fn handle(&self, series: Arc<Series>) -> Handle {
-        Handle {
-            kind: series.key.kind,
-            series,
-            minute: self.current_minute.clone(),
-        }
+        Handle::new(series, self.current_minute.clone())
     }
 }
 
@@ -624,188 +686,5 @@ fn matches(s: &Series, ns: &str, kind: Kind, metric: &str, tags: &[(&str, &str)]
         && s.key.tags.same_as(tags)
 }
 
-/// A pre-resolved series for hot paths: recording is one uncontended lock
-/// and a histogram increment; no name lookup, no clock read (the minute
-/// comes from an atomic the engine keeps current).
-#[derive(Debug, Clone)]
-pub struct Handle {
-    series: Arc<Series>,
-    kind: Kind,
-    minute: Arc<AtomicI64>,
-}
-
-impl Handle {
-    /// Records a duration (latency handles; microseconds with sub-µs in the sum).
-    #[inline]
-    pub fn record(&self, d: Duration) {
-        self.record_duration(d, false);
-    }
-
-    /// Records a duration with its outcome.
-    #[inline]
-    pub fn record_outcome(&self, d: Duration, outcome: Outcome) {
-        self.record_duration(d, outcome.is_error());
-    }
-
-    #[inline]
-    fn record_duration(&self, d: Duration, error: bool) {
-        // Integer arithmetic only: `as_nanos()` is a u128, whose conversion
-        // to f64 (and `f64::round`) are library calls that cost more than
-        // the whole histogram increment.
-        let nanos = d
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(d.subsec_nanos()));
-        // Durations beyond one hour are clamped to the histogram's top; the
-        // exact value still counts in sum/min/max.
-        let scaled = (nanos.saturating_add(500) / 1_000).min(Kind::Latency.max_scaled());
-        // A multiply, not a divide: divsd is ~15 cycles on the record path;
-        // the product differs from the quotient by at most one ulp.
-        let micros = nanos as f64 * 1e-3;
-        self.series
-            .record(self.minute.load(Ordering::Relaxed), scaled, micros, error);
-    }
-
-    /// Records a value in the series' unit; invalid values are refused.
-    pub fn record_value(&self, value: f64) -> Result<()> {
-        self.record_value_outcome(value, Outcome::Ok)
-    }
-
-    /// Records a value with its outcome.
-    pub fn record_value_outcome(&self, value: f64, outcome: Outcome) -> Result<()> {
-        let scaled = self.kind.scale_value(value)?;
-        self.series.record(
-            self.minute.load(Ordering::Relaxed),
-            scaled,
-            value,
-            outcome.is_error(),
-        );
-        Ok(())
-    }
-
-    /// The series this handle records into.
-    pub fn series(&self) -> &Arc<Series> {
-        &self.series
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookup_ignores_tag_order_and_creates_once() {
-        let r = Registry::new(10, Precision::DEFAULT, 0);
-        let a = r
-            .get_or_create("ns", Kind::Latency, "m", &[("a", "1"), ("b", "2")], 0)
-            .unwrap();
-        let b = r
-            .get_or_create("ns", Kind::Latency, "m", &[("b", "2"), ("a", "1")], 0)
-            .unwrap();
-        assert_eq!(a.id(), b.id());
-        let c = r
-            .get_or_create("ns", Kind::Latency, "m", &[("a", "1")], 0)
-            .unwrap();
-        assert_ne!(a.id(), c.id());
-        assert_eq!(r.select("ns", "m", Kind::Latency, &Tags::empty()).len(), 2);
-    }
-
-    #[test]
-    fn the_total_limit_spans_namespaces() {
-        let r = Registry::new(10, Precision::DEFAULT, 0).with_total_limit(3);
-        for ns in ["a", "b", "c"] {
-            r.get_or_create(ns, Kind::Latency, "m", &[], 0).unwrap();
-        }
-        let e = r
-            .get_or_create("d", Kind::Latency, "m", &[], 0)
-            .unwrap_err();
-        assert_eq!(e.code(), "series_limit_exceeded");
-        assert!(e.to_string().contains("storage.series_limit"), "{e}");
-        // existing series still record
-        r.get_or_create("a", Kind::Latency, "m", &[], 0).unwrap();
-    }
-
-    #[test]
-    fn series_limit_is_per_namespace() {
-        let r = Registry::new(2, Precision::DEFAULT, 0);
-        r.get_or_create("a", Kind::Latency, "m1", &[], 0).unwrap();
-        r.get_or_create("a", Kind::Latency, "m2", &[], 0).unwrap();
-        let e = r
-            .get_or_create("a", Kind::Latency, "m3", &[], 0)
-            .unwrap_err();
-        assert_eq!(e.code(), "series_limit_exceeded");
-        // existing series still record, other namespaces are unaffected
-        r.get_or_create("a", Kind::Latency, "m1", &[], 0).unwrap();
-        r.get_or_create("b", Kind::Latency, "m1", &[], 0).unwrap();
-    }
-
-    #[test]
-    fn invalid_names_are_refused_on_creation() {
-        let r = Registry::new(2, Precision::DEFAULT, 0);
-        assert_eq!(
-            r.get_or_create("bad ns", Kind::Latency, "m", &[], 0)
-                .unwrap_err()
-                .code(),
-            "invalid_name"
-        );
-    }
-
-    /// What `hot_bytes` should be: every stats a hot bucket holds.
-    fn held(s: &Series) -> usize {
-        let st = s.state.lock();
-        st.buckets
-            .iter()
-            .map(|b| {
-                b.live.as_ref().map_or(0, Stats::heap_bytes)
-                    + b.inflight.as_ref().map_or(0, |x| x.heap_bytes())
-            })
-            .sum()
-    }
-
-    #[test]
-    fn hot_bytes_follow_sparse_growth_conversion_and_flush_exactly() {
-        let r = Registry::new(10, Precision::DEFAULT, 0);
-        let s = r.get_or_create("ns", Kind::Latency, "m", &[], 0).unwrap();
-        let m = crate::model::MINUTE_MS;
-        // A backfill: many minutes with a few samples, one with many
-        // distinct values (it converts to dense part way through).
-        for i in 0..5_000u64 {
-            let minute = (i as i64 % 50) * m;
-            s.record(minute, 1 + i % 40, 1.0, false);
-            s.record(7 * m, 10 + i * 7, 1.0, false);
-        }
-        assert_eq!(r.hot_bytes(), held(&s));
-        assert!(r.hot_bytes() < 200 * 1024, "{}", r.hot_bytes());
-        // taken (inflight), more recorded (live), the commit fails, taken
-        // again: live merges into inflight
-        let taken = s.take_for_flush().unwrap();
-        for i in 0..300u64 {
-            s.record((i as i64 % 60) * m, 5 + i, 1.0, false);
-        }
-        assert_eq!(r.hot_bytes(), held(&s));
-        drop(taken);
-        s.flush_failed();
-        let taken = s.take_for_flush().unwrap();
-        assert_eq!(r.hot_bytes(), held(&s));
-        let gate = CommitGate::default();
-        let w = gate.write();
-        for (minute, stats) in &taken {
-            s.finish_flush(*minute, stats, &w);
-        }
-        assert_eq!(r.hot_bytes(), 0);
-        assert!(!s.is_hot());
-    }
-
-    #[test]
-    fn handles_follow_the_current_minute() {
-        let r = Registry::new(10, Precision::DEFAULT, 0);
-        let h = r.handle(r.get_or_create("ns", Kind::Latency, "m", &[], 0).unwrap());
-        h.record(Duration::from_micros(100));
-        r.observe_time(crate::model::MINUTE_MS + 5);
-        h.record(Duration::from_micros(200));
-        let st = h.series().state.lock();
-        let minutes: Vec<i64> = st.buckets.iter().map(|b| b.minute).collect();
-        assert_eq!(minutes, vec![0, crate::model::MINUTE_MS]);
-        assert!(r.hot_bytes() > 0);
-    }
-}
+mod tests;
