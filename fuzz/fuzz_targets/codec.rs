@@ -1,7 +1,7 @@
-//! The record decoder (`store/codec.rs`): what a damaged store file hands
-//! the readers. Arbitrary bytes are decoded as a bucket record (whole,
-//! merged into each kind's statistics, staged and settled, its span
-//! alone) and as a series record.
+//! The record decoder (`store/codec.rs` and `store/codec/`): what a damaged
+//! store file hands the readers. Arbitrary bytes are decoded as a bucket
+//! record (whole, merged into each kind's statistics, staged and settled,
+//! its span alone) and as a series record.
 //!
 //! Asserts: nothing panics (an `Err` is the answer to damage); a record
 //! that decodes re-encodes, plain and compressed, to one that decodes to

@@ -1,14 +1,15 @@
 //! The versioned bucket record: what one stored bucket (or one flushed delta)
-//! looks like on disk.
+//! looks like on disk, and [`Codec`], which writes it and reads it back,
+//! whole or merged straight into a reader's statistics.
 //!
 //! Layout: one version byte, then the body of that version. scopemon writes
 //! version 2 and reads both; a version never changes meaning.
-//! - Version 1 (bincode, standard config): first/last minute covered, exact
-//!   sum/min/max, error count, and the histogram in HdrHistogram V2
-//!   encoding, optionally zstd-compressed; the decoder also reads the
-//!   crate's V2+deflate, recognising each form by its cookie. Its fixed
-//!   ~60 bytes of framing and 40-byte histogram header made a minute of
-//!   ~26 samples cost ~220 bytes.
+//! - Version 1 (`codec/v1.rs`, bincode, standard config): first/last minute
+//!   covered, exact sum/min/max, error count, and the histogram in
+//!   HdrHistogram V2 encoding, optionally zstd-compressed; the decoder also
+//!   reads the crate's V2+deflate, recognising each form by its cookie. Its
+//!   fixed ~60 bytes of framing and 40-byte histogram header made a minute
+//!   of ~26 samples cost ~220 bytes.
 //! - Version 2 (`codec/v2.rs`): the same fields as varints (whole-number
 //!   scalars and minute-aligned spans as small integers) and only the
 //!   non-empty histogram buckets, in the smaller of a sparse (gap, count)
@@ -19,114 +20,33 @@
 //! cannot disagree with the histogram, and damaged bytes are an error,
 //! never a panic.
 //!
-//! Series records (the catalog) use the same scheme with their own body.
+//! Series records (the catalog, `codec/series.rs`) use the same scheme with
+//! their own body; the version-byte framing and the bincode and JSON bodies
+//! the other tables' records share are in `codec/framing.rs`.
+//!
+//! This file is the front: it sends each record to its version's reader,
+//! adds a record's exact scalars to the target's, and keeps the buffers and
+//! (de)compressors reused across records. Counts staged by
+//! [`Codec::stage_into`] are not in the target until [`Codec::settle`].
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-use serde::{Deserialize, Serialize};
+use hdrhistogram::serialization::{Deserializer, V2Serializer};
 
 use crate::error::{Error, Result};
-
-use crate::model::{Kind, SeriesKey, Tags};
 use crate::stats::sparse::{Layout, Sparse};
 use crate::stats::{Hist, Stats};
 
+use v1::{add_via_crate, bucket_body, crate_deserialize, merge_v2, walk_v2};
+
+mod framing;
+mod series;
+#[cfg(test)]
+mod tests;
+mod v1;
 mod v2;
 
-const BUCKET_V1: u8 = 1;
-const SERIES_V1: u8 = 1;
-
-#[derive(Serialize, Deserialize)]
-struct BucketBodyV1<'a> {
-    first: i64,
-    last: i64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    errors: u64,
-    #[serde(borrow)]
-    hist: &'a [u8],
-}
-
-/// Checks a versioned record's leading version byte and returns its body.
-pub fn versioned_body<'a>(table: &'static str, bytes: &'a [u8], version: u8) -> Result<&'a [u8]> {
-    let bad = |detail: String| Error::Corrupt { table, detail };
-    let (&v, body) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty record".into()))?;
-    if v != version {
-        return Err(bad(format!(
-            "unknown record version {v} (this scopemon reads {version})"
-        )));
-    }
-    Ok(body)
-}
-
-/// A version byte followed by the bincode (standard config) body.
-pub fn encode_bincode<T: Serialize>(table: &'static str, version: u8, body: &T) -> Result<Vec<u8>> {
-    let mut out = vec![version];
-    bincode::serde::encode_into_std_write(body, &mut out, bincode::config::standard()).map_err(
-        |e| Error::Corrupt {
-            table,
-            detail: format!("cannot encode: {e}"),
-        },
-    )?;
-    Ok(out)
-}
-
-/// Most bytes a bincode record body may claim to hold (names, tags and
-/// overrides are far smaller).
-const MAX_BINCODE_BODY: usize = 1 << 20;
-
-/// Inverse of [`encode_bincode`].
-pub fn decode_bincode<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    version: u8,
-    bytes: &[u8],
-) -> Result<T> {
-    let body = versioned_body(table, bytes, version)?;
-    // The limit makes a damaged length prefix an error before it becomes
-    // an allocation (bincode reserves what a string or vector claims).
-    let config = bincode::config::standard().with_limit::<MAX_BINCODE_BODY>();
-    bincode::serde::decode_from_slice(body, config)
-        .map(|(v, _)| v)
-        .map_err(|e| Error::Corrupt {
-            table,
-            detail: format!("bad body: {e}"),
-        })
-}
-
-/// A version byte followed by a JSON body (for small records read by people
-/// as often as by code: baselines, thresholds, alerts).
-pub fn encode_json<T: Serialize>(table: &'static str, version: u8, body: &T) -> Result<Vec<u8>> {
-    let mut out = vec![version];
-    serde_json::to_writer(&mut out, body).map_err(|e| Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    })?;
-    Ok(out)
-}
-
-/// Inverse of [`encode_json`].
-pub fn decode_json<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    version: u8,
-    bytes: &[u8],
-) -> Result<T> {
-    let body = versioned_body(table, bytes, version)?;
-    serde_json::from_slice(body).map_err(|e| Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    })
-}
-
-/// The body of a bucket record, borrowing its histogram bytes.
-fn bucket_body(bytes: &[u8]) -> Result<BucketBodyV1<'_>> {
-    let body = versioned_body("buckets", bytes, BUCKET_V1)?;
-    bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
-        .map(|(b, _)| b)
-        .map_err(|e| corrupt(format!("bad bucket body: {e}")))
-}
+pub use framing::{decode_bincode, decode_json, encode_bincode, encode_json, versioned_body};
+pub use series::{SeriesRecord, decode_series, encode_series};
 
 /// A decoded bucket: its statistics and the minutes it covers.
 #[derive(Debug, Clone)]
@@ -173,19 +93,6 @@ struct Scalars {
     min: f64,
     max: f64,
     errors: u64,
-}
-
-impl From<&BucketBodyV1<'_>> for Scalars {
-    fn from(b: &BucketBodyV1<'_>) -> Scalars {
-        Scalars {
-            first: b.first,
-            last: b.last,
-            sum: b.sum,
-            min: b.min,
-            max: b.max,
-            errors: b.errors,
-        }
-    }
 }
 
 impl From<&v2::Record<'_>> for Scalars {
@@ -275,57 +182,6 @@ impl Codec {
         }
         v2::put_head(out, &head, flags);
         out.extend_from_slice(&self.hist_buf);
-        Ok(())
-    }
-
-    /// Encodes a bucket as a version-1 record (what scopemon wrote before
-    /// version 2; kept to test and measure reading old files): the
-    /// histogram in HdrHistogram V2 encoding, V2+zstd with `compress`.
-    #[doc(hidden)]
-    pub fn encode_v1(
-        &mut self,
-        stats: &Stats,
-        first: i64,
-        last: i64,
-        compress: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        let dense = stats.to_dense();
-        self.hist_buf.clear();
-        self.v2
-            .serialize(&dense, &mut self.hist_buf)
-            .map_err(|e| corrupt(format!("cannot encode histogram: {e:?}")))?;
-        if compress {
-            let plain = std::mem::take(&mut self.hist_buf);
-            let frame = self
-                .compressor()?
-                .compress(&plain)
-                .map_err(|e| corrupt(format!("cannot compress histogram: {e}")));
-            self.hist_buf = plain;
-            let frame = frame?;
-            self.packed.clear();
-            self.packed.extend_from_slice(&V2_ZSTD_COOKIE.to_be_bytes());
-            self.packed
-                .extend_from_slice(&(self.hist_buf.len() as u32).to_be_bytes());
-            self.packed.extend_from_slice(&frame);
-        }
-        let body = BucketBodyV1 {
-            first,
-            last,
-            sum: stats.sum,
-            min: stats.min,
-            max: stats.max,
-            errors: stats.errors,
-            hist: if compress {
-                &self.packed
-            } else {
-                &self.hist_buf
-            },
-        };
-        out.clear();
-        out.push(BUCKET_V1);
-        bincode::serde::encode_into_std_write(&body, out, bincode::config::standard())
-            .map_err(|e| corrupt(format!("cannot encode bucket: {e}")))?;
         Ok(())
     }
 
@@ -484,29 +340,6 @@ fn record_pairs(counts: &[u8], rec: &v2::Record<'_>, h: &mut Histogram<u64>) -> 
     })
 }
 
-/// The slow path: materialise the histogram with the crate's deserializer
-/// and add it (other precisions or bounds than `into`).
-fn add_via_crate(de: &mut Deserializer, plain: &[u8], into: &mut Histogram<u64>) -> Result<()> {
-    let hist = crate_deserialize(de, plain)?;
-    into.add(&hist)
-        .map_err(|e| corrupt(format!("histogram out of range: {e:?}")))
-}
-
-/// The crate's deserializer on a plain V2 histogram (as checked by
-/// `Unpacker::plain`), refusing first a zero run of `i64::MIN`, which the
-/// crate negates (an overflow panic where overflow checks are on).
-fn crate_deserialize(de: &mut Deserializer, mut plain: &[u8]) -> Result<Histogram<u64>> {
-    let mut payload = plain.get(V2_HEADER..).unwrap_or_default();
-    while let Some((zz, n)) = read_varint(payload) {
-        if zz == u64::MAX {
-            return Err(corrupt("histogram has a zero run out of range"));
-        }
-        payload = &payload[n..];
-    }
-    de.deserialize::<u64, _>(&mut plain)
-        .map_err(|e| corrupt(format!("bad histogram: {e:?}")))
-}
-
 /// Adds a record's exact sum, min, max and errors.
 fn add_scalars(s: &Scalars, into: &mut Stats) {
     into.sum += s.sum;
@@ -515,17 +348,8 @@ fn add_scalars(s: &Scalars, into: &mut Stats) {
     into.errors += s.errors;
 }
 
-/// Cookie of a plain (uncompressed) V2 histogram.
-const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
-/// Cookie of a V2+deflate histogram: cookie, length, then a zlib stream of
-/// a plain V2 histogram.
-const V2_DEFLATE_COOKIE: u32 = 0x1c84_9304 | 0x10;
-
-/// Cookie of a V2+zstd histogram (scopemon's own framing): cookie, length
-/// of the plain V2 histogram, then one zstd frame of it.
-const V2_ZSTD_COOKIE: u32 = 0x5c0d_5a01;
-
-/// Decompressors kept across records (their tables are reused).
+/// Decompressors kept across records (their tables are reused). The
+/// version-1 histogram forms are read in `codec/v1.rs` (`Unpacker::plain`).
 struct Unpacker {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     inflater: flate2::Decompress,
@@ -568,172 +392,6 @@ impl Unpacker {
         }
         Ok(&self.out)
     }
-
-    /// The plain V2 bytes of `hist`: itself when plain, else decompressed
-    /// into this unpacker's buffer; checked to be a plain V2 histogram
-    /// whose payload is all there (the crate's deserializer allocates the
-    /// length its header claims before reading it).
-    fn plain<'a>(&'a mut self, hist: &'a [u8]) -> Result<&'a [u8]> {
-        let plain = self.unpack(hist)?;
-        let be32 = |at: usize| {
-            plain
-                .get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-        };
-        if be32(0) != Some(V2_COOKIE) {
-            return Err(corrupt("histogram is not HdrHistogram V2"));
-        }
-        match be32(4) {
-            Some(len) if len as usize <= plain.len().saturating_sub(V2_HEADER) => Ok(plain),
-            _ => Err(corrupt("histogram payload is truncated")),
-        }
-    }
-
-    fn unpack<'a>(&'a mut self, hist: &'a [u8]) -> Result<&'a [u8]> {
-        let cookie = hist
-            .get(0..4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_be_bytes);
-        match cookie {
-            Some(V2_ZSTD_COOKIE) => {
-                let len = hist
-                    .get(4..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or_else(|| corrupt("compressed histogram is truncated"))?
-                    as usize;
-                if len > 16 << 20 {
-                    return Err(corrupt("compressed histogram claims an absurd size"));
-                }
-                self.unzstd(&hist[8..], len)
-            }
-            _ => match inflate_v2(hist, &mut self.inflater, &mut self.out) {
-                Some(res) => {
-                    res?;
-                    Ok(&self.out)
-                }
-                None => Ok(hist),
-            },
-        }
-    }
-}
-
-/// Inflates a V2+deflate histogram into `out` (a plain V2 histogram);
-/// `None` when `buf` is not one.
-fn inflate_v2(
-    buf: &[u8],
-    inflater: &mut flate2::Decompress,
-    out: &mut Vec<u8>,
-) -> Option<Result<()>> {
-    let cookie = buf
-        .get(0..4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)?;
-    if cookie != V2_DEFLATE_COOKIE {
-        return None;
-    }
-    let len = buf
-        .get(4..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)? as usize;
-    let Some(stream) = buf.get(8..8 + len) else {
-        return Some(Err(corrupt("compressed histogram is truncated")));
-    };
-    inflater.reset(true);
-    out.clear();
-    out.reserve(len * 4 + 64);
-    loop {
-        let before = inflater.total_in() as usize;
-        match inflater.decompress_vec(
-            &stream[before.min(stream.len())..],
-            out,
-            flate2::FlushDecompress::Finish,
-        ) {
-            Ok(flate2::Status::StreamEnd) => return Some(Ok(())),
-            Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity().max(256)),
-            Ok(_) => return Some(Err(corrupt("compressed histogram ends early"))),
-            Err(e) => return Some(Err(corrupt(format!("bad compressed histogram: {e}")))),
-        }
-    }
-}
-/// Bytes of the V2 header before the counts payload.
-const V2_HEADER: usize = 40;
-
-/// Reads hdrhistogram's LEB128 variant: up to 8 bytes of 7 bits, then a
-/// 9th byte of 8 bits. Returns (value, bytes read).
-fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for i in 0..9 {
-        let b = *buf.get(i)?;
-        if i == 8 {
-            return Some((value | (u64::from(b) << 56), 9));
-        }
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-/// Walks the counts of a plain V2 histogram encoded for `map`'s exact
-/// configuration, calling `add(index, count)` for each non-zero count.
-/// `None` when the encoding is not that (compressed, other bounds or
-/// precision): the caller then uses the crate's deserializer.
-fn walk_v2(
-    buf: &[u8],
-    map: &Layout,
-    mut add: impl FnMut(usize, u64) -> bool,
-) -> Option<Result<()>> {
-    let be32 = |at: usize| {
-        buf.get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_be_bytes)
-    };
-    let be64 = |at: usize| {
-        buf.get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-    };
-    if be32(0)? != V2_COOKIE || be32(8)? != 0 || f64::from_bits(be64(32)?) != 1.0 {
-        return None;
-    }
-    if be32(12)? != u32::from(map.digits()) || be64(16)? != map.low() || be64(24)? != map.high() {
-        return None;
-    }
-    let len = usize::try_from(be32(4)?).ok()?;
-    let Some(payload) = buf.get(V2_HEADER..V2_HEADER + len) else {
-        return Some(Err(corrupt("histogram payload is truncated")));
-    };
-    let mut index = 0usize;
-    let mut pos = 0;
-    while pos < payload.len() {
-        let Some((zz, n)) = read_varint(&payload[pos..]) else {
-            return Some(Err(corrupt("histogram payload ends inside a number")));
-        };
-        pos += n;
-        let v = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
-        if v < 0 {
-            index = index.saturating_add(v.unsigned_abs() as usize);
-            continue;
-        }
-        if v > 0 && !add(index, v as u64) {
-            return Some(Err(corrupt(format!(
-                "histogram count at index {index} is out of range"
-            ))));
-        }
-        index = index.saturating_add(1);
-    }
-    Some(Ok(()))
-}
-
-/// Adds a plain V2-encoded histogram into `into` without materialising it.
-fn merge_v2(buf: &[u8], into: &mut hdrhistogram::Histogram<u64>) -> Option<Result<()>> {
-    let map = Layout::of(into)?;
-    walk_v2(buf, &map, |index, count| {
-        index < map.len() && into.record_n(map.value_for(index), count).is_ok()
-    })
 }
 
 /// Counts staged in a histogram's own index space: adding a stored count is
@@ -786,297 +444,5 @@ impl Staged {
         self.lo = usize::MAX;
         self.hi = 0;
         Ok(())
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct SeriesBodyV1 {
-    namespace: String,
-    kind: u8,
-    metric: String,
-    tags: Vec<(String, String)>,
-    first_seen: i64,
-    last_seen: i64,
-}
-
-/// A catalog entry: a series' identity and when it was seen.
-#[derive(Debug, Clone)]
-pub struct SeriesRecord {
-    /// Identity.
-    pub key: SeriesKey,
-    /// First minute with data.
-    pub first_seen: i64,
-    /// Last minute with data.
-    pub last_seen: i64,
-}
-
-/// Encodes a catalog entry.
-pub fn encode_series(key: &SeriesKey, first_seen: i64, last_seen: i64) -> Result<Vec<u8>> {
-    let body = SeriesBodyV1 {
-        namespace: key.namespace.clone(),
-        kind: key.kind.code(),
-        metric: key.metric.clone(),
-        tags: key.tags.pairs().to_vec(),
-        first_seen,
-        last_seen,
-    };
-    encode_bincode("series", SERIES_V1, &body)
-}
-
-/// Decodes a catalog entry.
-pub fn decode_series(bytes: &[u8]) -> Result<SeriesRecord> {
-    let bad = |detail: String| Error::Corrupt {
-        table: "series",
-        detail,
-    };
-    let b: SeriesBodyV1 = decode_bincode("series", SERIES_V1, bytes)?;
-    let kind =
-        Kind::from_code(b.kind).ok_or_else(|| bad(format!("unknown kind code {}", b.kind)))?;
-    let tags = Tags::new(&b.tags).map_err(|e| bad(e.to_string()))?;
-    let key =
-        SeriesKey::new(&b.namespace, kind, &b.metric, tags).map_err(|e| bad(e.to_string()))?;
-    Ok(SeriesRecord {
-        key,
-        first_seen: b.first_seen,
-        last_seen: b.last_seen,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::Precision;
-
-    #[test]
-    fn buckets_round_trip_plain_and_compressed() {
-        let mut s = Stats::new(Kind::Latency, Precision::DEFAULT);
-        for v in [100u64, 250, 1_000, 99_000] {
-            s.record_scaled(v, v as f64, v == 250);
-        }
-        let mut c = Codec::new();
-        for compress in [false, true] {
-            let mut buf = Vec::new();
-            c.encode(&s, 60_000, 120_000, compress, &mut buf).unwrap();
-            let r = c.decode(&buf).unwrap();
-            assert_eq!((r.first, r.last), (60_000, 120_000));
-            assert_eq!(r.stats.count(), 4);
-            assert_eq!(r.stats.errors, 1);
-            assert_eq!(r.stats.max, 99_000.0);
-            assert_eq!(r.stats.hist, s.hist);
-            // and as written before version 2
-            c.encode_v1(&s, 60_000, 120_000, compress, &mut buf)
-                .unwrap();
-            let r = c.decode(&buf).unwrap();
-            assert_eq!((r.first, r.last), (60_000, 120_000));
-            assert_eq!((r.stats.count(), r.stats.errors), (4, 1));
-            assert_eq!(r.stats.hist, s.hist);
-        }
-    }
-
-    #[test]
-    fn merging_in_place_equals_the_crates_decoder() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let mut c = Codec::new();
-        // records of both versions, of a dense and of a sparse histogram
-        for (v1, sparse) in [(true, false), (false, false), (false, true)] {
-            let enc = |c: &mut Codec, s: &Stats, compress: bool, buf: &mut Vec<u8>| {
-                if v1 {
-                    c.encode_v1(s, 0, 0, compress, buf).unwrap();
-                } else {
-                    c.encode(s, 0, 0, compress, buf).unwrap();
-                }
-            };
-            for kind in Kind::ALL {
-                for digits in [1u8, 2, 3] {
-                    let p = Precision::new(digits).unwrap();
-                    let mut a = Stats::new(kind, p);
-                    let mut b = if sparse {
-                        Stats::new_sparse(kind, p)
-                    } else {
-                        Stats::new(kind, p)
-                    };
-                    for i in 0..500 {
-                        // spread over the whole range, log-uniformly
-                        let v = (next() % kind.max_scaled()) >> (next() % 40);
-                        b.record_scaled(v, v as f64, i % 3 == 0);
-                        a.record_scaled(v / 2 + 1, 1.0, false);
-                    }
-                    let mut buf = Vec::new();
-                    enc(&mut c, &b, false, &mut buf);
-                    let mut fast = a.clone();
-                    c.decode_into(&buf, &mut fast).unwrap();
-                    let mut staged = a.clone();
-                    c.stage_into(&buf, &mut staged).unwrap();
-                    c.stage_into(&buf, &mut staged).unwrap();
-                    c.settle(&mut staged).unwrap();
-                    let mut twice = fast.clone();
-                    c.decode_into(&buf, &mut twice).unwrap();
-                    assert_eq!(staged.hist, twice.hist, "{kind:?} {digits} staged");
-                    assert_eq!(staged.count(), twice.count());
-                    let mut slow = a.clone();
-                    slow.merge(&c.decode(&buf).unwrap().stats).unwrap();
-                    assert_eq!(fast.hist, slow.hist, "{kind:?} {digits}");
-                    assert_eq!(
-                        (fast.count(), fast.errors, fast.min, fast.max),
-                        (slow.count(), slow.errors, slow.min, slow.max)
-                    );
-                    assert_eq!(fast.sum, slow.sum);
-                    // compressed records inflate into the same fast paths
-                    enc(&mut c, &b, true, &mut buf);
-                    let mut inflated = a.clone();
-                    c.decode_into(&buf, &mut inflated).unwrap();
-                    assert_eq!(inflated.hist, slow.hist, "{kind:?} {digits} deflate");
-                    let mut staged_z = a.clone();
-                    c.stage_into(&buf, &mut staged_z).unwrap();
-                    c.settle(&mut staged_z).unwrap();
-                    assert_eq!(staged_z.hist, slow.hist, "{kind:?} {digits} deflate staged");
-                    // records written as the crate's V2+deflate read the same
-                    let mut z = Vec::new();
-                    hdrhistogram::serialization::V2DeflateSerializer::new()
-                        .serialize(&*b.to_dense(), &mut z)
-                        .unwrap();
-                    let mut rec = vec![BUCKET_V1];
-                    let body = BucketBodyV1 {
-                        first: 0,
-                        last: 0,
-                        sum: b.sum,
-                        min: b.min,
-                        max: b.max,
-                        errors: b.errors,
-                        hist: &z,
-                    };
-                    bincode::serde::encode_into_std_write(
-                        &body,
-                        &mut rec,
-                        bincode::config::standard(),
-                    )
-                    .unwrap();
-                    let mut deflated = a.clone();
-                    c.decode_into(&rec, &mut deflated).unwrap();
-                    assert_eq!(deflated.hist, slow.hist, "{kind:?} {digits} V2+deflate");
-                    // other precisions go the crate's way
-                    let mut other = Stats::new(
-                        kind,
-                        Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
-                    );
-                    c.decode_into(&buf, &mut other).unwrap();
-                    assert_eq!(other.count(), b.count());
-                    let mut other = Stats::new(
-                        kind,
-                        Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
-                    );
-                    c.stage_into(&buf, &mut other).unwrap();
-                    c.settle(&mut other).unwrap();
-                    assert_eq!(other.count(), b.count());
-                    // a sparse target (a flush merging an earlier delta)
-                    let mut hot = Stats::new_sparse(kind, p);
-                    hot.record_scaled(1, 1.0, false);
-                    c.decode_into(&buf, &mut hot).unwrap();
-                    let mut want = Stats::new(kind, p);
-                    want.record_scaled(1, 1.0, false);
-                    want.merge(&b).unwrap();
-                    assert_eq!(hot.hist, want.hist, "{kind:?} {digits} into sparse");
-                    assert_eq!((hot.count(), hot.errors), (want.count(), want.errors));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        let mut c = Codec::new();
-        for bad in [
-            &b""[..],
-            &[1u8][..],
-            &[9u8, 1, 2][..],
-            &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5][..],
-        ] {
-            assert!(c.decode(bad).is_err());
-        }
-        assert!(decode_series(b"\x01\xff").is_err());
-        // every prefix and every single-byte change of version-2 records:
-        // an error or some record, never a panic
-        let mut s = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
-        for v in [3u64, 3, 40, 41, 900, 12_345, 3_600_000_000] {
-            s.record_scaled(v, v as f64 + 0.25, v == 40);
-        }
-        let mut dense = Stats::new(Kind::Throughput, Precision::DEFAULT);
-        for v in 0..3_000u64 {
-            dense.record_scaled(v * 7, v as f64, false);
-        }
-        let mut buf = Vec::new();
-        for (st, compress) in [(&s, false), (&dense, false), (&dense, true)] {
-            c.encode(st, 60_000, 60_000, compress, &mut buf).unwrap();
-            assert_eq!(c.decode(&buf).unwrap().stats.count(), st.count());
-            for cut in 0..buf.len() {
-                let _ = c.decode(&buf[..cut]);
-                let _ = c.span(&buf[..cut]);
-            }
-            for at in 0..buf.len() {
-                for x in [0x01u8, 0x80, 0xff] {
-                    let mut bad = buf.clone();
-                    bad[at] ^= x;
-                    let _ = c.decode(&bad);
-                    let mut into = Stats::new(Kind::Latency, Precision::DEFAULT);
-                    let _ = c.decode_into(&bad, &mut into);
-                    let _ = c.stage_into(&bad, &mut into);
-                    let _ = c.settle(&mut into);
-                    let mut into = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
-                    let _ = c.decode_into(&bad, &mut into);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn version_2_keeps_every_scalar_bit_exact_and_is_small() {
-        let mut c = Codec::new();
-        let mut buf = Vec::new();
-        let mut s = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
-        for i in 0..26u64 {
-            s.record_scaled(600 + i * i * 13, (600 + i * i * 13) as f64, i == 3);
-        }
-        c.encode(&s, 1_800_000_000_000, 1_800_000_000_000, true, &mut buf)
-            .unwrap();
-        assert!(buf.len() < 64, "{} bytes", buf.len());
-        let r = c.decode(&buf).unwrap();
-        assert!(r.stats.is_sparse());
-        assert_eq!(r.stats.hist, s.hist);
-        for (sum, min, max, first, last) in [
-            (0.1 + 0.2, 1e-300, f64::MAX, -7, 13),
-            (-0.0, 0.0, 5.0, i64::MIN / 2, i64::MAX / 2),
-            (0.0, f64::INFINITY, f64::NEG_INFINITY, 0, 0),
-        ] {
-            let mut t = s.clone();
-            (t.sum, t.min, t.max) = (sum, min, max);
-            c.encode(&t, first, last, false, &mut buf).unwrap();
-            let r = c.decode(&buf).unwrap();
-            assert_eq!(
-                [r.stats.sum, r.stats.min, r.stats.max].map(f64::to_bits),
-                [sum, min, max].map(f64::to_bits)
-            );
-            assert_eq!((r.first, r.last), (first, last));
-            assert_eq!(c.span(&buf).unwrap(), (first, last));
-        }
-    }
-
-    #[test]
-    fn series_round_trip() {
-        let key = SeriesKey::new(
-            "ns",
-            Kind::Throughput,
-            "m.x",
-            Tags::new(&[("a", "b")]).unwrap(),
-        )
-        .unwrap();
-        let r = decode_series(&encode_series(&key, 1, 2).unwrap()).unwrap();
-        assert_eq!(r.key, key);
-        assert_eq!((r.first_seen, r.last_seen), (1, 2));
     }
 }

@@ -1,0 +1,237 @@
+//! Tests of the bucket record codec: both versions round trip, every merge
+//! path agrees with a full decode, and damaged bytes are an error, never a
+//! panic.
+
+use hdrhistogram::serialization::Serializer;
+
+use super::v1::{BUCKET_V1, BucketBodyV1};
+use super::*;
+use crate::model::Kind;
+use crate::stats::Precision;
+
+#[test]
+fn buckets_round_trip_plain_and_compressed() {
+    let mut s = Stats::new(Kind::Latency, Precision::DEFAULT);
+    for v in [100u64, 250, 1_000, 99_000] {
+        s.record_scaled(v, v as f64, v == 250);
+    }
+    let mut c = Codec::new();
+    for compress in [false, true] {
+        let mut buf = Vec::new();
+        c.encode(&s, 60_000, 120_000, compress, &mut buf).unwrap();
+        let r = c.decode(&buf).unwrap();
+        assert_eq!((r.first, r.last), (60_000, 120_000));
+        assert_eq!(r.stats.count(), 4);
+        assert_eq!(r.stats.errors, 1);
+        assert_eq!(r.stats.max, 99_000.0);
+        assert_eq!(r.stats.hist, s.hist);
+        // and as written before version 2
+        c.encode_v1(&s, 60_000, 120_000, compress, &mut buf)
+            .unwrap();
+        let r = c.decode(&buf).unwrap();
+        assert_eq!((r.first, r.last), (60_000, 120_000));
+        assert_eq!((r.stats.count(), r.stats.errors), (4, 1));
+        assert_eq!(r.stats.hist, s.hist);
+    }
+}
+
+#[test]
+fn merging_in_place_equals_the_crates_decoder() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut c = Codec::new();
+    // records of both versions, of a dense and of a sparse histogram
+    for (v1, sparse) in [(true, false), (false, false), (false, true)] {
+        let enc = |c: &mut Codec, s: &Stats, compress: bool, buf: &mut Vec<u8>| {
+            if v1 {
+                c.encode_v1(s, 0, 0, compress, buf).unwrap();
+            } else {
+                c.encode(s, 0, 0, compress, buf).unwrap();
+            }
+        };
+        for kind in Kind::ALL {
+            for digits in [1u8, 2, 3] {
+                let p = Precision::new(digits).unwrap();
+                let mut a = Stats::new(kind, p);
+                let mut b = if sparse {
+                    Stats::new_sparse(kind, p)
+                } else {
+                    Stats::new(kind, p)
+                };
+                for i in 0..500 {
+                    // spread over the whole range, log-uniformly
+                    let v = (next() % kind.max_scaled()) >> (next() % 40);
+                    b.record_scaled(v, v as f64, i % 3 == 0);
+                    a.record_scaled(v / 2 + 1, 1.0, false);
+                }
+                let mut buf = Vec::new();
+                enc(&mut c, &b, false, &mut buf);
+                let mut fast = a.clone();
+                c.decode_into(&buf, &mut fast).unwrap();
+                let mut staged = a.clone();
+                c.stage_into(&buf, &mut staged).unwrap();
+                c.stage_into(&buf, &mut staged).unwrap();
+                c.settle(&mut staged).unwrap();
+                let mut twice = fast.clone();
+                c.decode_into(&buf, &mut twice).unwrap();
+                assert_eq!(staged.hist, twice.hist, "{kind:?} {digits} staged");
+                assert_eq!(staged.count(), twice.count());
+                let mut slow = a.clone();
+                slow.merge(&c.decode(&buf).unwrap().stats).unwrap();
+                assert_eq!(fast.hist, slow.hist, "{kind:?} {digits}");
+                assert_eq!(
+                    (fast.count(), fast.errors, fast.min, fast.max),
+                    (slow.count(), slow.errors, slow.min, slow.max)
+                );
+                assert_eq!(fast.sum, slow.sum);
+                // compressed records inflate into the same fast paths
+                enc(&mut c, &b, true, &mut buf);
+                let mut inflated = a.clone();
+                c.decode_into(&buf, &mut inflated).unwrap();
+                assert_eq!(inflated.hist, slow.hist, "{kind:?} {digits} deflate");
+                let mut staged_z = a.clone();
+                c.stage_into(&buf, &mut staged_z).unwrap();
+                c.settle(&mut staged_z).unwrap();
+                assert_eq!(staged_z.hist, slow.hist, "{kind:?} {digits} deflate staged");
+                // records written as the crate's V2+deflate read the same
+                let rec = crate_deflate_record(&b);
+                let mut deflated = a.clone();
+                c.decode_into(&rec, &mut deflated).unwrap();
+                assert_eq!(deflated.hist, slow.hist, "{kind:?} {digits} V2+deflate");
+                assert_other_targets_read(&mut c, &buf, &b, kind, digits);
+            }
+        }
+    }
+}
+
+/// `b` as a version-1 record whose histogram is the crate's V2+deflate.
+fn crate_deflate_record(b: &Stats) -> Vec<u8> {
+    let mut z = Vec::new();
+    hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(&*b.to_dense(), &mut z)
+        .unwrap();
+    let mut rec = vec![BUCKET_V1];
+    let body = BucketBodyV1 {
+        first: 0,
+        last: 0,
+        sum: b.sum,
+        min: b.min,
+        max: b.max,
+        errors: b.errors,
+        hist: &z,
+    };
+    bincode::serde::encode_into_std_write(&body, &mut rec, bincode::config::standard()).unwrap();
+    rec
+}
+
+/// `buf` (the record of `b`) merged into targets of another precision and
+/// into a sparse one.
+fn assert_other_targets_read(c: &mut Codec, buf: &[u8], b: &Stats, kind: Kind, digits: u8) {
+    let p = Precision::new(digits).unwrap();
+    // other precisions go the crate's way
+    let mut other = Stats::new(
+        kind,
+        Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
+    );
+    c.decode_into(buf, &mut other).unwrap();
+    assert_eq!(other.count(), b.count());
+    let mut other = Stats::new(
+        kind,
+        Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
+    );
+    c.stage_into(buf, &mut other).unwrap();
+    c.settle(&mut other).unwrap();
+    assert_eq!(other.count(), b.count());
+    // a sparse target (a flush merging an earlier delta)
+    let mut hot = Stats::new_sparse(kind, p);
+    hot.record_scaled(1, 1.0, false);
+    c.decode_into(buf, &mut hot).unwrap();
+    let mut want = Stats::new(kind, p);
+    want.record_scaled(1, 1.0, false);
+    want.merge(b).unwrap();
+    assert_eq!(hot.hist, want.hist, "{kind:?} {digits} into sparse");
+    assert_eq!((hot.count(), hot.errors), (want.count(), want.errors));
+}
+
+#[test]
+fn garbage_is_an_error_not_a_panic() {
+    let mut c = Codec::new();
+    for bad in [
+        &b""[..],
+        &[1u8][..],
+        &[9u8, 1, 2][..],
+        &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5][..],
+    ] {
+        assert!(c.decode(bad).is_err());
+    }
+    assert!(decode_series(b"\x01\xff").is_err());
+    // every prefix and every single-byte change of version-2 records:
+    // an error or some record, never a panic
+    let mut s = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
+    for v in [3u64, 3, 40, 41, 900, 12_345, 3_600_000_000] {
+        s.record_scaled(v, v as f64 + 0.25, v == 40);
+    }
+    let mut dense = Stats::new(Kind::Throughput, Precision::DEFAULT);
+    for v in 0..3_000u64 {
+        dense.record_scaled(v * 7, v as f64, false);
+    }
+    let mut buf = Vec::new();
+    for (st, compress) in [(&s, false), (&dense, false), (&dense, true)] {
+        c.encode(st, 60_000, 60_000, compress, &mut buf).unwrap();
+        assert_eq!(c.decode(&buf).unwrap().stats.count(), st.count());
+        for cut in 0..buf.len() {
+            let _ = c.decode(&buf[..cut]);
+            let _ = c.span(&buf[..cut]);
+        }
+        for at in 0..buf.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut bad = buf.clone();
+                bad[at] ^= x;
+                let _ = c.decode(&bad);
+                let mut into = Stats::new(Kind::Latency, Precision::DEFAULT);
+                let _ = c.decode_into(&bad, &mut into);
+                let _ = c.stage_into(&bad, &mut into);
+                let _ = c.settle(&mut into);
+                let mut into = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
+                let _ = c.decode_into(&bad, &mut into);
+            }
+        }
+    }
+}
+
+#[test]
+fn version_2_keeps_every_scalar_bit_exact_and_is_small() {
+    let mut c = Codec::new();
+    let mut buf = Vec::new();
+    let mut s = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
+    for i in 0..26u64 {
+        s.record_scaled(600 + i * i * 13, (600 + i * i * 13) as f64, i == 3);
+    }
+    c.encode(&s, 1_800_000_000_000, 1_800_000_000_000, true, &mut buf)
+        .unwrap();
+    assert!(buf.len() < 64, "{} bytes", buf.len());
+    let r = c.decode(&buf).unwrap();
+    assert!(r.stats.is_sparse());
+    assert_eq!(r.stats.hist, s.hist);
+    for (sum, min, max, first, last) in [
+        (0.1 + 0.2, 1e-300, f64::MAX, -7, 13),
+        (-0.0, 0.0, 5.0, i64::MIN / 2, i64::MAX / 2),
+        (0.0, f64::INFINITY, f64::NEG_INFINITY, 0, 0),
+    ] {
+        let mut t = s.clone();
+        (t.sum, t.min, t.max) = (sum, min, max);
+        c.encode(&t, first, last, false, &mut buf).unwrap();
+        let r = c.decode(&buf).unwrap();
+        assert_eq!(
+            [r.stats.sum, r.stats.min, r.stats.max].map(f64::to_bits),
+            [sum, min, max].map(f64::to_bits)
+        );
+        assert_eq!((r.first, r.last), (first, last));
+        assert_eq!(c.span(&buf).unwrap(), (first, last));
+    }
+}
