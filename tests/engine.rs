@@ -399,3 +399,57 @@ fn a_failed_flush_is_written_whole_by_the_next_one() {
     let m = open(dir.path(), &clock);
     assert_eq!(total(&m, T0, all), (5, 0, 4331.0), "after reopening");
 }
+
+/// The series catalog: first and last minute with data (a backfilled
+/// sample moves `first_seen` back), namespaces with their series counts,
+/// and both kept by the store across restarts.
+#[test]
+fn the_catalog_keeps_first_and_last_seen_and_namespaces_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5 * MINUTE_MS);
+    let m = open(dir.path(), &clock);
+    for minute in [5, 7, 2] {
+        m.record(&Sample {
+            namespace: "prod",
+            metric: "api",
+            kind: Kind::Latency,
+            value: 100.0,
+            tags: &[("host", "a")],
+            outcome: Outcome::Ok,
+            timestamp_ms: Some(T0 + minute * MINUTE_MS + 1_000),
+        })
+        .unwrap();
+    }
+    m.record_latency("edge", "api", Duration::from_micros(1), &[])
+        .unwrap();
+    let seen = |m: &Monitor| {
+        let s = m.series(Some("prod"));
+        assert_eq!(s.len(), 1, "{s:?}");
+        (s[0].first_seen.clone(), s[0].last_seen.clone())
+    };
+    let expected = (
+        "2027-01-15T00:02:00Z".to_owned(),
+        "2027-01-15T00:07:00Z".to_owned(),
+    );
+    assert_eq!(seen(&m), expected);
+    m.flush().unwrap();
+    m.close().unwrap();
+    drop(m);
+    let m = open(dir.path(), &clock);
+    assert_eq!(seen(&m), expected);
+    let ns = m.namespaces();
+    assert_eq!(
+        (ns.get("prod"), ns.get("edge")),
+        (Some(&1), Some(&1)),
+        "{ns:?}"
+    );
+    // A later minute moves last_seen, and the store follows.
+    clock.set(T0 + 20 * MINUTE_MS);
+    m.record_latency("prod", "api", Duration::from_micros(5), &[("host", "a")])
+        .unwrap();
+    m.flush().unwrap();
+    m.close().unwrap();
+    drop(m);
+    let m = open(dir.path(), &clock);
+    assert_eq!(seen(&m), (expected.0, "2027-01-15T00:20:00Z".to_owned()));
+}

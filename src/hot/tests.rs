@@ -119,3 +119,36 @@ fn handles_follow_the_current_minute() {
     assert_eq!(minutes, vec![0, crate::model::MINUTE_MS]);
     assert!(r.hot_bytes() > 0);
 }
+
+#[test]
+fn evicting_idle_series_frees_exactly_their_empty_bucket_lists_and_never_data() {
+    let r = Registry::new(10, Precision::DEFAULT, 0);
+    let busy = r
+        .get_or_create("ns", Kind::Latency, "busy", &[], 0)
+        .unwrap();
+    let idle = r
+        .get_or_create("ns", Kind::Latency, "idle", &[], 0)
+        .unwrap();
+    let m = crate::model::MINUTE_MS;
+    for minute in 0..3 {
+        busy.record(minute * m, 10, 10.0, false);
+        idle.record(minute * m, 10, 10.0, false);
+    }
+    // `idle` is flushed (its buckets gone, their list's capacity kept).
+    let taken = idle.take_for_flush().unwrap();
+    let gate = CommitGate::default();
+    let w = gate.write();
+    for (minute, stats) in &taken {
+        idle.finish_flush(*minute, stats, &w);
+    }
+    drop(w);
+    let cap = idle.state.lock().buckets.capacity();
+    assert!(cap >= 3, "{cap}");
+    let held_before = held(&busy);
+    assert_eq!(r.evict_idle(), cap * std::mem::size_of::<HotBucket>());
+    assert_eq!(idle.state.lock().buckets.capacity(), 0);
+    // The series with data keeps every bucket.
+    assert_eq!(held(&busy), held_before);
+    assert_eq!(busy.state.lock().buckets.len(), 3);
+    assert_eq!(r.evict_idle(), 0);
+}
