@@ -220,7 +220,18 @@ fn query(data: &Path) -> Output {
 
 /// Starts `scopemon serve` on `data`: `Ok(base url)` once it listens, or
 /// `Err(output)` when it exits first.
-fn serve(root: &Path, data: &Path) -> Result<(std::process::Child, String), Output> {
+/// A served daemon, killed when dropped (also when an assertion fails
+/// while it runs, so a failing test leaves no process behind).
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(root: &Path, data: &Path) -> Result<(Served, String), Output> {
     let config = root.join("empty.toml");
     std::fs::write(&config, "").expect("config");
     let mut child = Command::new(BIN)
@@ -240,7 +251,7 @@ fn serve(root: &Path, data: &Path) -> Result<(std::process::Child, String), Outp
         .read_line(&mut line)
         .expect("read");
     match line.trim().strip_prefix("scopemon listening on ") {
-        Some(base) => Ok((child, base.to_owned())),
+        Some(base) => Ok((Served(child), base.to_owned())),
         None => Err(child.wait_with_output().expect("wait")),
     }
 }
@@ -297,9 +308,8 @@ fn answers(base: &str) -> usize {
     corrupted
 }
 
-fn stop(mut child: std::process::Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+fn stop(served: Served) {
+    drop(served);
 }
 
 #[test]
