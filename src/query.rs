@@ -625,6 +625,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn default_spans_are_the_specs() {
+        // SPEC: `from` defaults to one hour of minutes, one day of hours,
+        // 30 days of days, and one day for a whole-range point.
+        let span = |w: &str| w.parse::<Window>().map(Window::default_span_ms);
+        assert_eq!(span("minute").ok(), Some(HOUR_MS));
+        assert_eq!(span("hour").ok(), Some(DAY_MS));
+        assert_eq!(span("day").ok(), Some(30 * DAY_MS));
+        assert_eq!(span("range").ok(), Some(DAY_MS));
+    }
+
+    #[test]
     fn ceil_aligns_up() {
         assert_eq!(ceil_to(0, 60), 0);
         assert_eq!(ceil_to(1, 60), 60);

@@ -453,3 +453,27 @@ fn the_catalog_keeps_first_and_last_seen_and_namespaces_across_restarts() {
     let m = open(dir.path(), &clock);
     assert_eq!(seen(&m), (expected.0, "2027-01-15T00:20:00Z".to_owned()));
 }
+
+/// The bucket cap is exact: `MAX_POINTS` buckets are answered, one more
+/// is refused with a message that says how to narrow the query.
+#[test]
+fn a_query_may_ask_for_max_points_buckets_and_not_one_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    m.record_latency("prod", "db.query", Duration::from_micros(10), &[])
+        .unwrap();
+    let ask = |n: i64| {
+        m.query(&spec(
+            Window::Buckets(Resolution::Minute),
+            T0,
+            T0 + n * MINUTE_MS,
+        ))
+    };
+    // Answered (one point: buckets without data have none).
+    let r = ask(scopemon::MAX_POINTS).unwrap();
+    assert_eq!(r.points.len(), 1);
+    let e = ask(scopemon::MAX_POINTS + 1).unwrap_err();
+    assert_eq!(e.code(), "invalid_range", "{e}");
+    assert!(e.to_string().contains("narrow the range"), "{e}");
+}
