@@ -135,6 +135,17 @@ impl Codec {
         })
     }
 
+    /// A zstd frame of `hist_buf` (left as it is).
+    fn compress_hist(&mut self) -> Result<Vec<u8>> {
+        let plain = std::mem::take(&mut self.hist_buf);
+        let frame = self.compressor().and_then(|c| {
+            c.compress(&plain)
+                .map_err(|e| corrupt(format!("cannot compress histogram: {e}")))
+        });
+        self.hist_buf = plain;
+        frame
+    }
+
     /// Encodes a bucket as a version-2 record (see `codec/v2.rs`): its
     /// non-empty histogram buckets in the smaller of the sparse and dense
     /// forms; with `compress` (minute records) they are zstd-compressed
@@ -165,13 +176,7 @@ impl Codec {
         };
         out.clear();
         if compress && v2::worth_compressing(self.hist_buf.len()) {
-            let plain = std::mem::take(&mut self.hist_buf);
-            let frame = self
-                .compressor()?
-                .compress(&plain)
-                .map_err(|e| corrupt(format!("cannot compress histogram: {e}")));
-            self.hist_buf = plain;
-            let frame = frame?;
+            let frame = self.compress_hist()?;
             if frame.len() + 10 < self.hist_buf.len() {
                 flags |= v2::ZSTD;
                 v2::put_head(out, &head, flags);

@@ -85,13 +85,7 @@ impl Codec {
             .serialize(&dense, &mut self.hist_buf)
             .map_err(|e| corrupt(format!("cannot encode histogram: {e:?}")))?;
         if compress {
-            let plain = std::mem::take(&mut self.hist_buf);
-            let frame = self
-                .compressor()?
-                .compress(&plain)
-                .map_err(|e| corrupt(format!("cannot compress histogram: {e}")));
-            self.hist_buf = plain;
-            let frame = frame?;
+            let frame = self.compress_hist()?;
             self.packed.clear();
             self.packed.extend_from_slice(&V2_ZSTD_COOKIE.to_be_bytes());
             self.packed
