@@ -477,3 +477,42 @@ fn a_query_may_ask_for_max_points_buckets_and_not_one_more() {
     assert_eq!(e.code(), "invalid_range", "{e}");
     assert!(e.to_string().contains("narrow the range"), "{e}");
 }
+
+/// A summary lists the series with data in the window, filtered by metric
+/// and by kind.
+#[test]
+fn a_summary_filters_by_metric_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 30 * MINUTE_MS);
+    let m = open(dir.path(), &clock);
+    m.record_latency("prod", "api", Duration::from_micros(10), &[])
+        .unwrap();
+    m.record_throughput("prod", "api", 5.0, &[]).unwrap();
+    m.record_latency("prod", "db", Duration::from_micros(20), &[])
+        .unwrap();
+    // The last hour to the minute: the minute recorded into has closed.
+    clock.set(T0 + 31 * MINUTE_MS);
+    let rows = |metric: Option<&str>, kind: Option<Kind>| {
+        let s = m.summary("prod", Resolution::Hour, metric, kind).unwrap();
+        let mut r: Vec<(String, Kind)> =
+            s.metrics.into_iter().map(|r| (r.metric, r.kind)).collect();
+        r.sort_by_key(|(metric, kind)| (metric.clone(), kind.code()));
+        r
+    };
+    assert_eq!(rows(None, None).len(), 3);
+    assert_eq!(
+        rows(Some("api"), Some(Kind::Throughput)),
+        vec![("api".to_owned(), Kind::Throughput)]
+    );
+    assert_eq!(
+        rows(None, Some(Kind::Latency)),
+        vec![
+            ("api".to_owned(), Kind::Latency),
+            ("db".to_owned(), Kind::Latency)
+        ]
+    );
+    assert_eq!(
+        rows(Some("db"), None),
+        vec![("db".to_owned(), Kind::Latency)]
+    );
+}
