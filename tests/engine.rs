@@ -516,3 +516,40 @@ fn a_summary_filters_by_metric_and_kind() {
         vec![("db".to_owned(), Kind::Latency)]
     );
 }
+
+/// A flush reports what it wrote: its sequence number (one more each
+/// flush that writes), the series and delta records written, their bytes.
+#[test]
+fn a_flush_reports_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 3 * MINUTE_MS);
+    let m = open(dir.path(), &clock);
+    for (host, minute) in [("a", 0), ("a", 1), ("b", 2)] {
+        m.record(&Sample {
+            namespace: "prod",
+            metric: "api",
+            kind: Kind::Latency,
+            value: 10.0,
+            tags: &[("host", host)],
+            outcome: Outcome::Ok,
+            timestamp_ms: Some(T0 + minute * MINUTE_MS),
+        })
+        .unwrap();
+    }
+    let first = m.flush().unwrap();
+    assert_eq!((first.series, first.buckets), (2, 3), "{first:?}");
+    assert!(first.seq >= 1 && first.bytes > 0, "{first:?}");
+    m.record_latency("prod", "api", Duration::from_micros(5), &[("host", "b")])
+        .unwrap();
+    let second = m.flush().unwrap();
+    assert_eq!(
+        (second.seq, second.series, second.buckets),
+        (first.seq + 1, 1, 1)
+    );
+    // Nothing dirty: nothing written, no sequence number taken.
+    let empty = m.flush().unwrap();
+    assert_eq!(
+        (empty.seq, empty.series, empty.buckets, empty.bytes),
+        (0, 0, 0, 0)
+    );
+}
