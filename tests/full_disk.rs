@@ -41,10 +41,9 @@ fn open(dir: &std::path::Path, clock: &ManualClock, budget: &DiskBudget) -> Moni
         .expect("open monitor")
 }
 
-/// (count, sum) of every `api` latency in `prod`; a failed query fails the
-/// test (queries must keep answering on a full disk).
-fn totals(m: &Monitor) -> (u64, f64) {
-    let spec = QuerySpec {
+/// Every `api` latency in `prod`, one whole-range point.
+fn spec() -> QuerySpec {
+    QuerySpec {
         namespace: "prod".into(),
         metric: "api".into(),
         kind: Kind::Latency,
@@ -52,8 +51,13 @@ fn totals(m: &Monitor) -> (u64, f64) {
         from: T0 - 10 * 60_000,
         to: T0 + 10 * 60_000,
         tags: Tags::empty(),
-    };
-    let r = m.query(&spec).expect("queries keep answering");
+    }
+}
+
+/// (count, sum) of every `api` latency in `prod`; a failed query fails the
+/// test (queries must keep answering on a full disk).
+fn totals(m: &Monitor) -> (u64, f64) {
+    let r = m.query(&spec()).expect("queries keep answering");
     r.points.first().map_or((0, 0.0), |p| (p.count, p.sum))
 }
 
@@ -161,6 +165,36 @@ fn a_failed_commit_that_landed_is_counted_once() {
     record(&m, 1, 5_000);
     m.flush().expect("the store takes writes again");
     assert_eq!(totals(&m), (31, 75_000.0));
+    m.close().expect("close");
+    drop(m);
+    let m = open(dir.path(), &clock, &budget);
+    assert_eq!(totals(&m), (31, 75_000.0), "on disk once");
+}
+
+/// The commit's fsync fails and the disk stops answering reads at once:
+/// the store cannot be reopened nor the commit read back, so the flush
+/// stays unsettled. Queries refuse rather than guess; once reads come back
+/// the next flush reopens, settles by the sequence number and counts
+/// every sample once (the path `flush::recover` takes).
+#[test]
+fn an_unsettled_flush_is_settled_by_the_next_once_reads_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5_000);
+    let budget = DiskBudget::new(UNLIMITED);
+    let m = open(dir.path(), &clock, &budget);
+    record(&m, 10, 1_000);
+    m.flush().expect("flush");
+    record(&m, 20, 3_000);
+    budget.fail_next_sync_then_reads();
+    m.flush().expect_err("the commit cannot be confirmed");
+    m.flush().expect_err("reads still fail");
+    // A disk that cannot be read: queries say so (never a half answer).
+    let e = m.query(&spec()).expect_err("the store cannot be read");
+    assert_eq!(e.code(), "store_unavailable", "{e}");
+    budget.heal_reads();
+    record(&m, 1, 5_000);
+    m.flush().expect("settled, then written");
+    assert_eq!(totals(&m), (31, 75_000.0), "every sample once");
     m.close().expect("close");
     drop(m);
     let m = open(dir.path(), &clock, &budget);

@@ -32,6 +32,10 @@ pub struct DiskBudget(Arc<Faults>);
 struct Faults {
     bytes: AtomicU64,
     failing_syncs: AtomicU64,
+    /// When set, the next failing `fsync` also makes every read fail from
+    /// then on (until healed): a disk that stops answering mid-commit.
+    reads_fail_after_sync: std::sync::atomic::AtomicBool,
+    reads_failing: std::sync::atomic::AtomicBool,
     /// End of the bytes written so far: what the file system holds for the
     /// file, across reopens (the file's length may include holes that a
     /// failed write's `set_len` left). `u64::MAX` until the first open.
@@ -43,6 +47,8 @@ impl Default for Faults {
         Faults {
             bytes: AtomicU64::new(u64::MAX),
             failing_syncs: AtomicU64::new(0),
+            reads_fail_after_sync: std::sync::atomic::AtomicBool::new(false),
+            reads_failing: std::sync::atomic::AtomicBool::new(false),
             written_end: AtomicU64::new(u64::MAX),
         }
     }
@@ -70,6 +76,19 @@ impl DiskBudget {
     /// is already written to the file).
     pub fn fail_next_syncs(&self, n: u64) {
         self.0.failing_syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `fsync` fail with `EIO` and every read after it fail
+    /// too, until [`DiskBudget::heal_reads`]: the store cannot be reopened
+    /// nor the failed commit read back, so its flush stays unsettled.
+    pub fn fail_next_sync_then_reads(&self) {
+        self.0.reads_fail_after_sync.store(true, Ordering::SeqCst);
+        self.fail_next_syncs(1);
+    }
+
+    /// Reads succeed again.
+    pub fn heal_reads(&self) {
+        self.0.reads_failing.store(false, Ordering::SeqCst);
     }
 
     /// Spends `n` bytes, or fails (spending nothing) when fewer remain.
@@ -138,6 +157,9 @@ impl StorageBackend for LimitedBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        if self.budget.0.reads_failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
         self.inner.read(offset, out)
     }
 
@@ -150,6 +172,14 @@ impl StorageBackend for LimitedBackend {
     fn sync_data(&self) -> std::io::Result<()> {
         self.inner.sync_data()?;
         if self.budget.sync_fails() {
+            if self
+                .budget
+                .0
+                .reads_fail_after_sync
+                .swap(false, Ordering::SeqCst)
+            {
+                self.budget.0.reads_failing.store(true, Ordering::SeqCst);
+            }
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
         Ok(())
