@@ -553,3 +553,37 @@ fn a_flush_reports_what_it_wrote() {
         (0, 0, 0, 0)
     );
 }
+
+/// A rollup reports what it moved: (series, minute) groups, the delta
+/// records consumed (one per group: each flush merges into its minute's
+/// delta), and its transactions; a second rollup finds nothing.
+#[test]
+fn a_rollup_reports_what_it_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 3 * MINUTE_MS);
+    let m = open(dir.path(), &clock);
+    let sample = |host: &'static str, minute: i64| Sample {
+        namespace: "prod",
+        metric: "api",
+        kind: Kind::Latency,
+        value: 10.0,
+        tags: if host == "a" {
+            &[("host", "a")]
+        } else {
+            &[("host", "b")]
+        },
+        outcome: Outcome::Ok,
+        timestamp_ms: Some(T0 + minute * MINUTE_MS),
+    };
+    for (host, minute) in [("a", 0), ("a", 1), ("b", 0)] {
+        m.record(&sample(host, minute)).unwrap();
+    }
+    m.flush().unwrap();
+    m.record(&sample("a", 1)).unwrap();
+    m.flush().unwrap();
+    clock.set(T0 + 5 * MINUTE_MS);
+    let r = m.rollup().unwrap();
+    assert_eq!((r.minutes, r.deltas, r.transactions), (3, 3, 1), "{r:?}");
+    let again = m.rollup().unwrap();
+    assert_eq!((again.minutes, again.deltas, again.transactions), (0, 0, 0));
+}
