@@ -41,6 +41,35 @@ fn open(dir: &std::path::Path, clock: &ManualClock, budget: &DiskBudget) -> Moni
         .expect("open monitor")
 }
 
+/// A store on a temp dir with a [`DiskBudget`] (unlimited until a test
+/// sets it), holding 10 samples of 1,000 µs already flushed.
+struct Rig {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    budget: DiskBudget,
+}
+
+impl Rig {
+    fn flushed_once() -> (Rig, Monitor) {
+        let rig = Rig {
+            dir: tempfile::tempdir().unwrap(),
+            clock: ManualClock::new(T0 + 5_000),
+            budget: DiskBudget::new(UNLIMITED),
+        };
+        let m = open(rig.dir.path(), &rig.clock, &rig.budget);
+        record(&m, 10, 1_000);
+        m.flush().expect("flush");
+        (rig, m)
+    }
+
+    /// Closes `m` cleanly and opens the store again.
+    fn reopen(&self, m: Monitor) -> Monitor {
+        m.close().expect("close");
+        drop(m);
+        open(self.dir.path(), &self.clock, &self.budget)
+    }
+}
+
 /// Every `api` latency in `prod`, one whole-range point.
 fn spec() -> QuerySpec {
     QuerySpec {
@@ -149,12 +178,8 @@ async fn a_full_disk_refuses_ingest_keeps_reads_and_recovers_by_itself() {
 
 #[test]
 fn a_failed_commit_that_landed_is_counted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0 + 5_000);
-    let budget = DiskBudget::new(UNLIMITED);
-    let m = open(dir.path(), &clock, &budget);
-    record(&m, 10, 1_000);
-    m.flush().expect("flush");
+    let (rig, m) = Rig::flushed_once();
+    let budget = &rig.budget;
     record(&m, 20, 3_000);
     // The commit's data reaches the file but its fsync reports an error:
     // redb then refuses writes until reopened. The flush reopens, finds
@@ -165,9 +190,7 @@ fn a_failed_commit_that_landed_is_counted_once() {
     record(&m, 1, 5_000);
     m.flush().expect("the store takes writes again");
     assert_eq!(totals(&m), (31, 75_000.0));
-    m.close().expect("close");
-    drop(m);
-    let m = open(dir.path(), &clock, &budget);
+    let m = rig.reopen(m);
     assert_eq!(totals(&m), (31, 75_000.0), "on disk once");
 }
 
@@ -178,12 +201,8 @@ fn a_failed_commit_that_landed_is_counted_once() {
 /// every sample once (the path `flush::recover` takes).
 #[test]
 fn an_unsettled_flush_is_settled_by_the_next_once_reads_come_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0 + 5_000);
-    let budget = DiskBudget::new(UNLIMITED);
-    let m = open(dir.path(), &clock, &budget);
-    record(&m, 10, 1_000);
-    m.flush().expect("flush");
+    let (rig, m) = Rig::flushed_once();
+    let budget = &rig.budget;
     record(&m, 20, 3_000);
     budget.fail_next_sync_then_reads();
     m.flush().expect_err("the commit cannot be confirmed");
@@ -195,20 +214,14 @@ fn an_unsettled_flush_is_settled_by_the_next_once_reads_come_back() {
     record(&m, 1, 5_000);
     m.flush().expect("settled, then written");
     assert_eq!(totals(&m), (31, 75_000.0), "every sample once");
-    m.close().expect("close");
-    drop(m);
-    let m = open(dir.path(), &clock, &budget);
+    let m = rig.reopen(m);
     assert_eq!(totals(&m), (31, 75_000.0), "on disk once");
 }
 
 #[test]
 fn a_failed_commit_that_did_not_land_is_written_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0 + 5_000);
-    let budget = DiskBudget::new(UNLIMITED);
-    let m = open(dir.path(), &clock, &budget);
-    record(&m, 10, 1_000);
-    m.flush().expect("flush");
+    let (rig, m) = Rig::flushed_once();
+    let budget = &rig.budget;
     budget.set(0);
     record_wide(&m, "a", 2_000, 3_000);
     m.flush().expect_err("no space");
@@ -217,9 +230,7 @@ fn a_failed_commit_that_did_not_land_is_written_again() {
     budget.set(UNLIMITED);
     m.flush().expect("space is back");
     assert_eq!(totals(&m), (2_510, 9_510_000.0));
-    m.close().expect("close");
-    drop(m);
-    let m = open(dir.path(), &clock, &budget);
+    let m = rig.reopen(m);
     assert_eq!(
         totals(&m),
         (2_510, 9_510_000.0),
@@ -229,12 +240,8 @@ fn a_failed_commit_that_did_not_land_is_written_again() {
 
 #[test]
 fn a_clean_shutdown_on_a_full_disk_says_what_it_could_not_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0 + 5_000);
-    let budget = DiskBudget::new(UNLIMITED);
-    let m = open(dir.path(), &clock, &budget);
-    record(&m, 10, 1_000);
-    m.flush().expect("flush");
+    let (rig, m) = Rig::flushed_once();
+    let budget = &rig.budget;
     budget.set(0);
     record_wide(&m, "a", 2_000, 1_000);
     let err = m.close().expect_err("the final flush cannot write");
