@@ -1,6 +1,9 @@
 //! Recording cost: a scopemon handle against the `prometheus` crate's
 //! histogram and `metrics-util`'s `AtomicBucket`, the name-lookup API, and
-//! two threads on different series / on the same series.
+//! two threads on different series / on the same series. The two-thread
+//! scaling figure comes from `benches/record_scaling.rs` (paired trials):
+//! the `threads` group's one- and two-thread means are measured apart, and
+//! on a shared VM their ratio moves with the machine more than the code.
 //!
 //! Run: `cargo bench --bench record`
 
