@@ -144,7 +144,7 @@ fn breakdown(path: &std::path::Path, samples: u64) {
     use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
     let db = redb::Database::open(path).expect("open compacted");
     let tx = db.begin_read().expect("read");
-    for name in ["minute", "hour", "day"] {
+    for name in ["minute", "minute_groups", "hour", "day"] {
         let def: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new(name);
         let t = tx.open_table(def).expect("table");
         let mut values = 0u64;

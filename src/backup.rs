@@ -41,7 +41,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::store::tables::{
-    ALERTS, BASELINES, DAY, DELTAS, HOUR, META, MINUTE, RETENTION, SERIES, SERVICES, THRESHOLDS,
+    ALERTS, BASELINES, DAY, DELTAS, HOUR, META, MINUTE, MINUTE_GROUPS, RETENTION, SERIES, SERVICES,
+    THRESHOLDS,
 };
 use crate::store::{DB_FILE, create_data_dir, db_path, migrations};
 
@@ -123,6 +124,7 @@ fn copy_tables(src: &ReadTransaction, dst: &WriteTransaction) -> Result<Vec<(Str
         guarded(SERIES, || copy_table(src, dst, SERIES))?,
         guarded(DELTAS, || copy_table(src, dst, DELTAS))?,
         guarded(MINUTE, || copy_table(src, dst, MINUTE))?,
+        guarded(MINUTE_GROUPS, || copy_table(src, dst, MINUTE_GROUPS))?,
         guarded(HOUR, || copy_table(src, dst, HOUR))?,
         guarded(DAY, || copy_table(src, dst, DAY))?,
         guarded(RETENTION, || copy_table(src, dst, RETENTION))?,
@@ -425,6 +427,7 @@ mod tests {
             dump(txn, SERIES),
             dump(txn, DELTAS),
             dump(txn, MINUTE),
+            dump(txn, MINUTE_GROUPS),
             dump(txn, HOUR),
             dump(txn, DAY),
             dump(txn, RETENTION),
@@ -446,7 +449,7 @@ mod tests {
             .unwrap()
             .insert((1, 60_000, 0), &b"d"[..])
             .unwrap();
-        for t in [MINUTE, HOUR, DAY] {
+        for t in [MINUTE, MINUTE_GROUPS, HOUR, DAY] {
             w.open_table(t).unwrap().insert((1, 0), &b"b"[..]).unwrap();
         }
         for t in [RETENTION, BASELINES, THRESHOLDS, SERVICES] {

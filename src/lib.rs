@@ -96,7 +96,9 @@ pub mod internals {
     pub use crate::http::{IngestOutcome, ingest_body, query_spec_of};
     pub use crate::retention::{RetentionPolicy, compact, count_expired};
     pub use crate::stats::Stats;
-    pub use crate::store::codec::{Codec, decode_series, encode_series};
+    pub use crate::store::codec::{
+        Codec, decode_series, encode_group, encode_series, group_members,
+    };
     pub use crate::store::migrations::{self, CURRENT, SCHEMA_VERSION_KEY};
     pub use crate::store::tables;
     pub use crate::store::{OpenOptions, Store, load_series, open_read_only};

@@ -27,6 +27,7 @@ use crate::model::{DAY_MS, HOUR_MS, Kind, MINUTE_MS, Resolution, Tags, format_ts
 use crate::stats::{Point, Precision, Stats};
 use crate::store::Store;
 use crate::store::codec::Codec;
+use crate::store::group;
 use crate::store::tables::{self, DELTAS};
 
 /// Most points one query may return (as Prometheus' 11,000).
@@ -286,11 +287,21 @@ fn bucket_points(
     })?;
     let mut codec = Codec::new();
     let table = rtx.open_table(tables::buckets(res))?;
+    let groups = match res {
+        Resolution::Minute => Some(rtx.open_table(tables::MINUTE_GROUPS)?),
+        _ => None,
+    };
     for s in series {
         let sid = s.id();
         add_deltas(&rtx, &mut codec, sid, first, hi, kind, &mut acc, |m| {
             (0, res.align(m))
         })?;
+        if let Some(groups) = &groups {
+            group::for_each_minute(&table, groups, sid, first, to, |m, rec| {
+                codec.decode_into(rec, acc.get((0, m), kind)).map(|_| ())
+            })?;
+            continue;
+        }
         for entry in table.range((sid, first)..(sid, to))? {
             let (k, v) = entry?;
             codec.decode_into(v.value(), acc.get((0, k.value().1), kind))?;
@@ -411,6 +422,8 @@ impl RangeParts {
 /// counts in the codec: the caller settles).
 struct RecordReader {
     tables: [redb::ReadOnlyTable<(u64, i64), &'static [u8]>; 3],
+    /// Sealed hours' minute records (`store/group.rs`).
+    groups: redb::ReadOnlyTable<(u64, i64), &'static [u8]>,
     stage: bool,
 }
 
@@ -423,6 +436,7 @@ impl RecordReader {
                 rtx.open_table(tables::HOUR)?,
                 rtx.open_table(tables::DAY)?,
             ],
+            groups: rtx.open_table(tables::MINUTE_GROUPS)?,
         })
     }
 
@@ -476,6 +490,12 @@ impl RecordReader {
         b: i64,
         into: &mut Stats,
     ) -> Result<()> {
+        if res == Resolution::Minute {
+            let table = self.table(res);
+            return group::for_each_minute(table, &self.groups, sid, a, b, |_, rec| {
+                self.merge(codec, rec, into)
+            });
+        }
         for entry in self.table(res).range((sid, a)..(sid, b))? {
             let (_, v) = entry?;
             self.merge(codec, v.value(), into)?;

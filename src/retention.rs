@@ -30,6 +30,7 @@ use crate::model::{Resolution, validate_namespace};
 use crate::store::Store;
 use crate::store::codec::{Codec, decode_bincode, encode_bincode};
 use crate::store::flush;
+use crate::store::group;
 use crate::store::tables::{self, RETENTION};
 
 const OVERRIDE_V1: u8 = 1;
@@ -185,6 +186,11 @@ pub struct CompactReport {
     pub total_removed: u64,
     /// Deltas rolled up before deleting.
     pub rolled_up_minutes: usize,
+    /// Sealed hours whose minute records were folded into one group entry
+    /// (`store/group.rs`).
+    pub grouped_hours: u64,
+    /// Minute records folded into those groups.
+    pub grouped_minutes: u64,
     /// Write transactions used for deletion.
     pub transactions: usize,
     /// Longest deletion write transaction, milliseconds.
@@ -210,10 +216,14 @@ pub fn count_expired(
     let txn = db.begin_read()?;
     for res in Resolution::ALL {
         let table = txn.open_table(tables::buckets(res))?;
+        let groups = txn.open_table(tables::MINUTE_GROUPS)?;
         for (sid, rec) in &series {
             let ns = &rec.key.namespace;
             let h = policy.horizon(ns, res, now_ms);
-            let n = table.range((*sid, i64::MIN)..(*sid, h))?.count() as u64;
+            let mut n = table.range((*sid, i64::MIN)..(*sid, h))?.count() as u64;
+            if res == Resolution::Minute {
+                n += group::count_expired(&groups, *sid, h)?;
+            }
             report.add(ns, res, n);
         }
     }
@@ -271,6 +281,7 @@ pub fn compact(
             let mut budget = batch;
             {
                 let mut table = txn.open_table(tables::buckets(res))?;
+                let mut groups = txn.open_table(tables::MINUTE_GROUPS)?;
                 while i < series.len() && budget > 0 && txn_started.elapsed() < TXN_TIME_CAP {
                     let (sid, ns) = &series[i];
                     let h = horizons
@@ -286,6 +297,13 @@ pub fn compact(
                         n += 1;
                     }
                     budget -= n as usize;
+                    if res == Resolution::Minute && budget > 0 {
+                        let (members, all) = group::expire(&mut groups, *sid, h, budget)?;
+                        report.add(ns, res, members);
+                        if !all {
+                            budget = 0;
+                        }
+                    }
                     report.add(ns, res, n);
                     if budget > 0 {
                         // this series is done at this resolution
@@ -302,6 +320,10 @@ pub fn compact(
                 .max(txn_started.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let grouped = group::group_sealed(store, codec, now_ms, batch)?;
+    report.grouped_hours = grouped.hours;
+    report.grouped_minutes = grouped.minutes;
+    report.transactions += grouped.transactions;
     report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(report)
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use redb::ReadableTable;
 use scopemon::CompactOptions;
 use scopemon::RetentionRule;
-use scopemon::internals::tables;
 use scopemon::internals::{OpenOptions, Store};
+use scopemon::internals::{group_members, tables};
 use scopemon::{
     Clock, Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Sample, Tags, Window,
 };
@@ -55,6 +55,17 @@ fn stored(m: &Monitor) -> BTreeSet<(String, Resolution, i64)> {
             // scopemon's own series (compactor figures) are not under test
             if ns_of[&sid] != scopemon::OWN_NAMESPACE {
                 out.insert((ns_of[&sid].clone(), res, start));
+            }
+        }
+    }
+    // Sealed hours' minutes live in their hour's group.
+    let groups = txn.open_table(tables::MINUTE_GROUPS).unwrap();
+    for e in groups.iter().unwrap() {
+        let (k, v) = e.unwrap();
+        let (sid, key) = k.value();
+        if ns_of[&sid] != scopemon::OWN_NAMESPACE {
+            for (minute, _) in group_members(key, v.value()).unwrap() {
+                out.insert((ns_of[&sid].clone(), Resolution::Minute, minute));
             }
         }
     }

@@ -1,19 +1,22 @@
 //! The record decoder (`store/codec.rs` and `store/codec/`): what a damaged
 //! store file hands the readers. Arbitrary bytes are decoded as a bucket
 //! record (whole, merged into each kind's statistics, staged and settled,
-//! its span alone) and as a series record.
+//! its span alone), as a minute group (framing, then each member as a
+//! bucket record) and as a series record.
 //!
 //! Asserts: nothing panics (an `Err` is the answer to damage); a record
 //! that decodes re-encodes, plain and compressed, to one that decodes to
 //! the same span and statistics, and whose plain encoding is the same
-//! bytes; the span read alone agrees with the full decode; a series
+//! bytes; the span read alone agrees with the full decode; a group that
+//! parses has its members in minute order inside its hour and re-encodes
+//! to the same members; a series
 //! record that decodes re-encodes to the same identity.
 //! Absurd allocations are caught by `-malloc_limit_mb` (see fuzz/README.md).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scopemon::internals::{Codec, Stats, decode_series, encode_series};
+use scopemon::internals::{Codec, Stats, decode_series, encode_group, encode_series, group_members};
 use scopemon::{Kind, Precision};
 
 /// The statistics as a reader sees them: count, and sum, min, max and
@@ -79,10 +82,28 @@ fn merge_into_each_kind(codec: &mut Codec, data: &[u8]) {
     }
 }
 
+/// A minute group stored under minute 0.
+fn group(codec: &mut Codec, data: &[u8]) {
+    const HOUR: i64 = 3_600_000;
+    let Ok(members) = group_members(0, data) else {
+        return;
+    };
+    assert!(members.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(members.iter().all(|(m, r)| (0..HOUR).contains(m) && !r.is_empty()));
+    let mut again = Vec::new();
+    encode_group(members.iter().copied(), &mut again).expect("a parsed group encodes");
+    let reparsed = group_members(0, &again).expect("a re-encoded group parses");
+    assert!(reparsed == members, "a parsed group re-encodes to other members");
+    for (_, member) in members {
+        let _ = codec.decode(member);
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut codec = Codec::new();
     round_trip(&mut codec, data);
     merge_into_each_kind(&mut codec, data);
+    group(&mut codec, data);
     if let Ok(rec) = decode_series(data) {
         let bytes = encode_series(&rec.key, rec.first_seen, rec.last_seen)
             .expect("a decoded series encodes");

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::store::guard::{catch, guard};
-use crate::store::tables::{DAY, DELTAS, HOUR, MINUTE, SERIES};
+use crate::store::tables::{DAY, DELTAS, HOUR, MINUTE, MINUTE_GROUPS, SERIES};
 use crate::store::{self, migrations};
 
 use scan::{Sink, Source, open_overlay, remove_keys, scan, table_len};
@@ -85,6 +85,8 @@ pub struct CheckReport {
     pub deltas: u64,
     /// Minute bucket records read.
     pub minute: u64,
+    /// Minute groups read (sealed hours' minute records, schema 5).
+    pub minute_groups: u64,
     /// Hour bucket records read.
     pub hour: u64,
     /// Day bucket records read.
@@ -132,6 +134,7 @@ pub fn check(data_dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Chec
             series: 0,
             deltas: 0,
             minute: 0,
+            minute_groups: 0,
             hour: 0,
             day: 0,
             bad: Vec::new(),
@@ -228,6 +231,7 @@ fn empty_report(path: &Path) -> CheckReport {
         series: 0,
         deltas: 0,
         minute: 0,
+        minute_groups: 0,
         hour: 0,
         day: 0,
         bad: Vec::new(),
@@ -266,6 +270,7 @@ fn in_place(path: &Path) -> Result<Option<BTreeMap<&'static str, u64>>> {
             "series" => remove_keys(&w, SERIES, keys)?,
             "deltas" => remove_keys(&w, DELTAS, keys)?,
             "minute" => remove_keys(&w, MINUTE, keys)?,
+            "minute_groups" => remove_keys(&w, MINUTE_GROUPS, keys)?,
             "hour" => remove_keys(&w, HOUR, keys)?,
             "day" => remove_keys(&w, DAY, keys)?,
             _ => return Ok(None),

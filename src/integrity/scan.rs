@@ -18,12 +18,13 @@ use redb::StorageBackend;
 
 use super::{BadRecord, CheckReport};
 use crate::error::{Error, Result};
-use crate::store::codec::{Codec, decode_series};
+use crate::store::codec::{Codec, decode_series, group_members};
 use crate::store::guard::catch;
 use crate::store::migrations;
 use crate::store::overlay::Overlay;
 use crate::store::tables::{
-    ALERTS, BASELINES, DAY, DELTAS, HOUR, META, MINUTE, RETENTION, SERIES, SERVICES, THRESHOLDS,
+    ALERTS, BASELINES, DAY, DELTAS, HOUR, META, MINUTE, MINUTE_GROUPS, RETENTION, SERIES, SERVICES,
+    THRESHOLDS,
 };
 
 /// Most unreadable stretches one table may show before the scan gives up
@@ -258,7 +259,7 @@ pub(super) fn scan(
     progress: &mut dyn FnMut(u64, u64),
     copy: &mut Sink<'_>,
 ) -> Result<()> {
-    let total: u64 = ["series", "deltas", "minute", "hour", "day"]
+    let total: u64 = ["series", "deltas", "minute", "minute_groups", "hour", "day"]
         .iter()
         .map(|n| table_len(txn, n).unwrap_or(0))
         .sum();
@@ -290,6 +291,21 @@ pub(super) fn scan(
     ] {
         *count = scan_int(txn, def, name, &sids, bad, copy, |_, v| bucket(v, progress))?;
     }
+    // A group is good when its framing and every member decode.
+    report.minute_groups = scan_int(
+        txn,
+        MINUTE_GROUPS,
+        "minute_groups",
+        &sids,
+        bad,
+        copy,
+        |k, v| {
+            for (_, member) in group_members(k.1, v)? {
+                bucket(member, progress)?;
+            }
+            Ok(())
+        },
+    )?;
     scan_int(txn, ALERTS, "alerts", &[], bad, copy, |_, _| Ok(()))?;
     scan_side(txn, bad, copy)
 }

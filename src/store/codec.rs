@@ -39,6 +39,7 @@ use crate::stats::{Hist, Stats};
 use v1::{add_via_crate, bucket_body, crate_deserialize, merge_v2, walk_v2};
 
 mod framing;
+mod group;
 mod series;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,9 @@ mod v1;
 mod v2;
 
 pub use framing::{decode_bincode, decode_json, encode_bincode, encode_json, versioned_body};
+pub use group::{
+    TARGET_BYTES as GROUP_TARGET_BYTES, encode_group, hour_of, members as group_members,
+};
 pub use series::{SeriesRecord, decode_series, encode_series};
 
 /// A decoded bucket: its statistics and the minutes it covers.

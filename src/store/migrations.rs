@@ -20,6 +20,8 @@ mod v0002_retention;
 mod v0003_baselines_alerts;
 #[path = "../../migrations/v0004_services.rs"]
 mod v0004_services;
+#[path = "../../migrations/v0005_minute_groups.rs"]
+mod v0005_minute_groups;
 
 /// One schema step.
 pub struct Migration {
@@ -52,10 +54,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "services",
         up: v0004_services::up,
     },
+    Migration {
+        version: 5,
+        name: "minute_groups",
+        up: v0005_minute_groups::up,
+    },
 ];
 
 /// Newest schema version this build writes.
-pub const CURRENT: u64 = 4;
+pub const CURRENT: u64 = 5;
 
 /// Key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";

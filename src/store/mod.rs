@@ -8,9 +8,12 @@
 //! 3. `minute`/`hour`/`day` records, into which a rollup moves closed
 //!    minutes' deltas — all three resolutions and the delta deletion in one
 //!    write transaction, so a reader's snapshot never counts a delta twice.
+//!    Compaction later folds a sealed hour's `minute` records into one
+//!    `minute_groups` entry, also in one transaction (`group.rs`).
 
 pub mod codec;
 pub mod flush;
+pub mod group;
 pub mod guard;
 pub mod limited;
 pub mod migrations;

@@ -22,7 +22,6 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransacti
 
 use super::{Store, tables};
 use crate::error::Result;
-use crate::model::Resolution;
 
 /// Free fraction of a table's leaf bytes above which it is repacked.
 pub const SLACK: f64 = 0.25;
@@ -39,14 +38,21 @@ pub struct Repacked {
     pub free_after: u64,
 }
 
-/// The table's name and its scratch table.
-fn names(res: Resolution) -> (&'static str, Buckets) {
-    match res {
-        Resolution::Minute => ("minute", TableDefinition::new("minute~repack")),
-        Resolution::Hour => ("hour", TableDefinition::new("hour~repack")),
-        Resolution::Day => ("day", TableDefinition::new("day~repack")),
-    }
-}
+/// Every bucket table: its name, definition and scratch table.
+const TABLES: [(&str, Buckets, Buckets); 4] = [
+    (
+        "minute",
+        tables::MINUTE,
+        TableDefinition::new("minute~repack"),
+    ),
+    (
+        "minute_groups",
+        tables::MINUTE_GROUPS,
+        TableDefinition::new("minute_groups~repack"),
+    ),
+    ("hour", tables::HOUR, TableDefinition::new("hour~repack")),
+    ("day", tables::DAY, TableDefinition::new("day~repack")),
+];
 
 /// Free bytes in the leaves of `def` and their fraction of all leaf bytes.
 fn slack(txn: &WriteTransaction, def: Buckets) -> Result<(u64, f64)> {
@@ -70,14 +76,12 @@ fn copy(txn: &WriteTransaction, from: Buckets, to: Buckets) -> Result<()> {
 /// returns what it did to each table it repacked.
 pub fn repack(store: &Store) -> Result<Vec<Repacked>> {
     let mut done = Vec::new();
-    for res in Resolution::ALL {
-        let def = tables::buckets(res);
+    for (table, def, tmp) in TABLES {
         let txn = store.begin_write()?;
         let (free_before, fraction) = slack(&txn, def)?;
         if fraction <= SLACK {
             continue; // dropped: nothing written
         }
-        let (table, tmp) = names(res);
         copy(&txn, def, tmp)?;
         txn.delete_table(def)?;
         copy(&txn, tmp, def)?;

@@ -127,6 +127,14 @@ impl<'a> Reader<'a> {
         Ok(f64::from_le_bytes(a))
     }
 
+    /// The next `n` bytes, or `None` when fewer are left.
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+
     fn rest(&self) -> &'a [u8] {
         self.buf.get(self.pos..).unwrap_or(&[])
     }
