@@ -6,7 +6,11 @@
 //!   `OLD_PER_MINUTE` samples each (so every hour of the 30 days has data);
 //! - the open minute: a flushed delta plus unflushed hot samples.
 //!
-//! Run: `cargo bench --bench query`
+//! With `QUERY_COMPACT=1` the store is compacted once at the end, as the
+//! daemon's compaction (every 10 minutes) would have left it: retention
+//! applied and sealed hours' minutes in groups (`src/store/group.rs`).
+//!
+//! Run: `cargo bench --bench query` (and `QUERY_COMPACT=1 cargo bench --bench query`)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +126,15 @@ fn build() -> Store {
         if round == 0 {
             monitor.flush().expect("flush");
         }
+    }
+    if std::env::var_os("QUERY_COMPACT").is_some() {
+        let r = monitor
+            .compact(scopemon::CompactOptions::default())
+            .expect("compact");
+        eprintln!(
+            "compacted: {} buckets expired, {} minutes of {} series-hours grouped",
+            r.total_removed, r.grouped_minutes, r.grouped_hours
+        );
     }
     let stats = monitor.stats();
     eprintln!(

@@ -6,9 +6,10 @@
 //! each (so deltas of one minute are merged many times, as in the daemon),
 //! then rolled up, closed and compacted offline with retention at `now`.
 //!
-//! Run: `cargo run --release --example backfill_bytes [-- --samples N --float --per-minute K]`
+//! Run: `cargo run --release --example backfill_bytes [-- --series S --samples N --float --per-minute K]`
 //! (`--float`: values with sub-µs digits instead of whole µs;
-//! `--per-minute K`: K samples per series-minute instead of ~26.)
+//! `--per-minute K`: K samples per series-minute instead of ~26, after
+//! `--series S` when both are given.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +55,10 @@ fn args() -> Args {
             "--float" => a.float = true,
             "--samples" => {
                 a.samples = num(i + 1).expect("--samples N");
+                i += 1;
+            }
+            "--series" => {
+                a.series = num(i + 1).expect("--series N").max(1);
                 i += 1;
             }
             "--per-minute" => {

@@ -295,6 +295,16 @@ impl Codec {
         }
     }
 
+    /// A record as a group member stores it (`codec/group.rs`): a
+    /// version-2 record's span made relative to `minute`, its start (so
+    /// ~4 bytes of absolute time become 1); other records unchanged.
+    pub fn as_member(&self, bytes: &[u8], minute: i64, out: &mut Vec<u8>) {
+        if v2::shift_span(bytes, minute, out).is_none() {
+            out.clear();
+            out.extend_from_slice(bytes);
+        }
+    }
+
     /// The (first, last) minutes a record covers, without decoding its
     /// histogram.
     pub fn span(&self, bytes: &[u8]) -> Result<(i64, i64)> {

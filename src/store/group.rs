@@ -34,7 +34,7 @@ use crate::error::Result;
 use crate::model::HOUR_MS;
 
 /// What a grouping pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Grouped {
     /// (Series, hour)s whose minutes were grouped (new, or merged into).
     pub hours: u64,
@@ -42,6 +42,8 @@ pub struct Grouped {
     pub minutes: u64,
     /// Write transactions used.
     pub transactions: usize,
+    /// The longest of them, milliseconds.
+    pub longest_txn_ms: f64,
 }
 
 /// Visits every stored minute record of series `sid` whose minute starts
@@ -88,6 +90,7 @@ pub fn group_sealed(
     let sids: Vec<u64> = store.load_series()?.into_iter().map(|(id, _)| id).collect();
     let mut next = 0;
     while next < sids.len() {
+        let started = std::time::Instant::now();
         let txn = store.begin_write()?;
         let mut budget = batch.max(1);
         {
@@ -107,6 +110,9 @@ pub fn group_sealed(
         }
         txn.commit()?;
         done.transactions += 1;
+        done.longest_txn_ms = done
+            .longest_txn_ms
+            .max(started.elapsed().as_secs_f64() * 1e3);
     }
     Ok(done)
 }
@@ -169,8 +175,9 @@ fn take_groups(
     Ok(out)
 }
 
-/// Writes `members` (sorted, one hour) as runs of about
-/// [`GROUP_TARGET_BYTES`], each keyed by its first minute.
+/// Writes `members` (sorted, one hour) as runs of at most
+/// [`GROUP_TARGET_BYTES`] of members (or one larger member), each keyed by
+/// its first minute.
 fn put_runs(
     groups: &mut Table<(u64, i64), &'static [u8]>,
     sid: u64,
@@ -179,10 +186,16 @@ fn put_runs(
     let mut out = Vec::new();
     let mut from = 0;
     while from < members.len() {
+        // Members join while the run stays within the target (a member
+        // larger than it runs alone): smaller entries pack leaves fuller.
         let mut to = from;
         let mut bytes = 0;
-        while to < members.len() && (to == from || bytes < GROUP_TARGET_BYTES) {
-            bytes += members[to].1.as_ref().len() + 2;
+        while to < members.len() {
+            let len = members[to].1.as_ref().len() + 2;
+            if to > from && bytes + len > GROUP_TARGET_BYTES {
+                break;
+            }
+            bytes += len;
             to += 1;
         }
         let run = &members[from..to];
@@ -209,21 +222,17 @@ fn merge_members(
             i += 1;
         } else if i < old.len() && old[i].0 == loose[j].0 {
             let mut rec = codec.decode(old[i].1)?;
-            let late = codec.decode(&loose[j].1)?;
-            rec.stats.merge(&late.stats)?;
+            rec.stats.merge(&codec.decode(&loose[j].1)?.stats)?;
+            // A member's span is relative to its minute (`codec/group.rs`).
             let mut bytes = Vec::new();
-            codec.encode(
-                &rec.stats,
-                rec.first.min(late.first),
-                rec.last.max(late.last),
-                true,
-                &mut bytes,
-            )?;
+            codec.encode(&rec.stats, 0, 0, true, &mut bytes)?;
             out.push((old[i].0, bytes));
             i += 1;
             j += 1;
         } else {
-            out.push((loose[j].0, loose[j].1.clone()));
+            let mut bytes = Vec::new();
+            codec.as_member(&loose[j].1, loose[j].0, &mut bytes);
+            out.push((loose[j].0, bytes));
             j += 1;
         }
     }

@@ -235,3 +235,34 @@ fn version_2_keeps_every_scalar_bit_exact_and_is_small() {
         assert_eq!(c.span(&buf).unwrap(), (first, last));
     }
 }
+
+#[test]
+fn a_member_keeps_its_statistics_and_drops_its_absolute_time() {
+    let mut s = Stats::new(Kind::Latency, Precision::DEFAULT);
+    for v in [120u64, 4_000, 4_100, 77_000] {
+        s.record_scaled(v, v as f64, v == 4_000);
+    }
+    let minute = 30_000_001 * 60_000;
+    let mut c = Codec::new();
+    let mut rec = Vec::new();
+    c.encode(&s, minute, minute, true, &mut rec).unwrap();
+    let mut member = Vec::new();
+    c.as_member(&rec, minute, &mut member);
+    assert!(
+        member.len() + 3 <= rec.len(),
+        "{} vs {}",
+        member.len(),
+        rec.len()
+    );
+    let m = c.decode(&member).unwrap();
+    assert_eq!((m.first, m.last), (0, 0));
+    assert_eq!(m.stats.hist, s.hist);
+    assert_eq!(
+        (m.stats.count(), m.stats.errors, m.stats.sum),
+        (4, 1, s.sum)
+    );
+    // version 1 has no span to shift: kept as it is
+    c.encode_v1(&s, minute, minute, true, &mut rec).unwrap();
+    c.as_member(&rec, minute, &mut member);
+    assert_eq!(member, rec);
+}

@@ -210,6 +210,29 @@ pub(super) fn put_head(out: &mut Vec<u8>, h: &Head, section_flags: u64) {
     }
 }
 
+/// `bytes` with its span moved `by` milliseconds earlier (the rest of the
+/// record unchanged), or `None` when it is not a version-2 record or `by`
+/// is not a whole number of its span unit.
+pub(super) fn shift_span(bytes: &[u8], by: i64, out: &mut Vec<u8>) -> Option<()> {
+    if bytes.first() != Some(&VERSION) {
+        return None;
+    }
+    let mut r = Reader::new(&bytes[1..]);
+    let flags = r.varint().ok()?;
+    let unit = if flags & F_MINUTES != 0 { MINUTE_MS } else { 1 };
+    let first = unzigzag(r.varint().ok()?);
+    if by % unit != 0 {
+        return None;
+    }
+    let shifted = first.checked_sub(by / unit)?;
+    out.clear();
+    out.push(VERSION);
+    put(out, flags);
+    put(out, zigzag(shifted));
+    out.extend_from_slice(r.rest());
+    Some(())
+}
+
 /// Parses a version-2 record (`bytes` includes the version byte).
 pub(super) fn parse(bytes: &[u8]) -> Result<Record<'_>> {
     let mut r = Reader::new(bytes.get(1..).unwrap_or(&[]));
