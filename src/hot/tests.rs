@@ -152,3 +152,59 @@ fn evicting_idle_series_frees_exactly_their_empty_bucket_lists_and_never_data() 
     assert_eq!(busy.state.lock().buckets.len(), 3);
     assert_eq!(r.evict_idle(), 0);
 }
+
+/// A flush whose commit failed keeps its inflight stats; the next take
+/// merges the live stats into them. When that merge turns two sparse
+/// histograms into a dense one, hot bytes grow by exactly the difference.
+#[test]
+fn a_merge_after_a_failed_flush_that_turns_dense_is_counted_exactly() {
+    let r = Registry::new(10, Precision::DEFAULT, 0);
+    let s = r.get_or_create("ns", Kind::Latency, "m", &[], 0).unwrap();
+    // 255 distinct buckets in flight, then 384 others live: each fits the
+    // sparse form (at most 512 entries), the two together do not.
+    for v in 1..=255u64 {
+        s.record(0, v, 1.0, false);
+    }
+    let taken = s.take_for_flush().unwrap();
+    for v in 256..2048u64 {
+        s.record(0, v, 1.0, false);
+    }
+    let before = held(&s);
+    assert_eq!(r.hot_bytes(), before);
+    drop(taken);
+    s.flush_failed();
+    let taken = s.take_for_flush().unwrap();
+    assert!(!taken[0].1.is_sparse(), "the merge went dense");
+    assert!(held(&s) > before, "{} <= {before}", held(&s));
+    assert_eq!(r.hot_bytes(), held(&s));
+}
+
+/// The early-flush wake fires once hot bytes reach the mark, not before.
+#[test]
+fn the_early_flush_wakes_at_the_mark_and_not_before() {
+    use std::sync::atomic::AtomicUsize;
+    let r = Registry::new(100, Precision::DEFAULT, 0);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = woken.clone();
+    // Four one-sample buckets' worth of bytes.
+    let one = {
+        let probe = Registry::new(1, Precision::DEFAULT, 0);
+        let s = probe
+            .get_or_create("ns", Kind::Latency, "m", &[], 0)
+            .unwrap();
+        s.record(0, 5, 1.0, false);
+        probe.hot_bytes()
+    };
+    r.on_hot_bytes_above(4 * one, move || {
+        w.fetch_add(1, Ordering::Relaxed);
+    });
+    let s = r.get_or_create("ns", Kind::Latency, "m", &[], 0).unwrap();
+    let m = crate::model::MINUTE_MS;
+    for minute in 0..3 {
+        s.record(minute * m, 5, 1.0, false);
+    }
+    assert_eq!(r.hot_bytes(), 3 * one);
+    assert_eq!(woken.load(Ordering::Relaxed), 0, "below the mark");
+    s.record(3 * m, 5, 1.0, false);
+    assert_eq!(woken.load(Ordering::Relaxed), 1, "at the mark");
+}
