@@ -166,3 +166,63 @@ fn samples_left_in_a_ring_are_flushed_and_survive_a_restart() {
     let m = open(dir.path(), &clock);
     assert_eq!(totals(&m, "api"), (5, 15.0, 1.0, 5.0, 0));
 }
+
+/// A handle's samples answer exactly as the same samples recorded by name
+/// do (quantiles included: the handle scales durations itself), values
+/// through a handle of another kind count, and a series a handle recorded
+/// into is hot until a flush takes it.
+#[test]
+fn handles_answer_as_recording_by_name_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0 + 1_000);
+    let m = open(dir.path(), &clock);
+    let h = m.latency_handle("prod", "by_handle", &[]).expect("handle");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..2_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let d = Duration::from_nanos(1_000 + x % 50_000_000);
+        let outcome = if i % 13 == 0 {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        h.record_outcome(d, outcome);
+        m.record_operation("prod", "by_name", d, outcome, &[])
+            .expect("record");
+    }
+    let point = |metric: &str| {
+        let r = m.query(&spec(metric, Window::Range)).expect("query");
+        let p = r.points.first().expect("a point").clone();
+        // (min, max and p999, which is clamped to max, may differ in the
+        // last bit: the handle multiplies by 1e-3 where the name path
+        // divides by 1,000)
+        (p.count, p.errors, p.p50, p.p95, p.p99)
+    };
+    assert_eq!(point("by_handle"), point("by_name"));
+    assert_eq!(m.stats().hot_series, 2);
+
+    let tput = m
+        .handle("prod", Kind::Throughput, "rows", &[])
+        .expect("handle");
+    for v in [1.0, 2.5, 4.0] {
+        tput.record_value(v).expect("a valid value");
+    }
+    tput.record_value_outcome(8.0, Outcome::Error)
+        .expect("a valid value");
+    assert!(tput.record_value(f64::NAN).is_err());
+    let r = m
+        .query(&QuerySpec {
+            kind: Kind::Throughput,
+            ..spec("rows", Window::Range)
+        })
+        .expect("query");
+    let p = r.points.first().expect("a point");
+    assert_eq!((p.count, p.sum, p.errors), (4, 15.5, 1));
+
+    m.flush().expect("flush");
+    clock.set(T0 + 2 * MINUTE_MS);
+    m.flush().expect("flush");
+    assert_eq!(m.stats().hot_series, 0, "flushed: nothing hot");
+}
