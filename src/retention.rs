@@ -15,7 +15,10 @@
 //! data is in the coarser resolutions before the bucket can be deleted),
 //! then deletes expired buckets series by series in write transactions of at
 //! most [`CompactOptions::batch`] deletions (and about 20 ms), taking turns
-//! fairly with other writers, so flushes never wait long.
+//! fairly with other writers, so flushes never wait long (a series' minute
+//! groups are expired member by member at its horizon: `store/group.rs`);
+//! last, folds the minute records of every sealed hour into minute groups
+//! (`store::group::group_sealed`, the same batch size).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

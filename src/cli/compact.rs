@@ -1,5 +1,6 @@
-//! `scopemon compact`: apply retention to a stopped store, then reclaim file
-//! space with redb's `compact()` ([`scopemon::offline::compact`]).
+//! `scopemon compact`: apply retention to a stopped store and fold sealed
+//! hours' minute records into groups, then reclaim file space with redb's
+//! `compact()` ([`scopemon::offline::compact`]).
 
 use std::path::PathBuf;
 
