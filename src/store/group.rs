@@ -65,7 +65,13 @@ pub fn for_each_minute(
         let (k, v) = entry?;
         visit(k.value().1, v.value())?;
     }
-    for entry in groups.range((sid, hour_of(a))..(sid, b))? {
+    // Runs partition their hour: the first that can hold `a` is the last
+    // keyed at or before it (earlier runs of the hour end before it).
+    let first = match groups.range((sid, hour_of(a))..=(sid, a))?.next_back() {
+        Some(entry) => entry?.0.value().1,
+        None => a,
+    };
+    for entry in groups.range((sid, first)..(sid, b))? {
         let (k, v) = entry?;
         for (minute, rec) in group_members(k.value().1, v.value())? {
             if (a..b).contains(&minute) {
