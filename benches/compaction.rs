@@ -19,9 +19,10 @@
 //! 3. As often again with the copy evicted from the page cache
 //!    (`posix_fadvise(DONTNEED)` on that file only): a cold compactor.
 //! 4. Twice (first batch size, 500) with a probe thread that wants a write
-//!    transaction every ~10 ms, like a flush: how long a writer waits while
-//!    the compactor runs (redb hands its write slot over with a condvar, so
-//!    the compactor's next `begin_write` can win it again).
+//!    transaction every ~10 ms through `Store::begin_write`, as a flush
+//!    does: how long a writer waits while the compactor runs. (Until
+//!    session 5 the probe called redb's `begin_write` directly, past the
+//!    store's fair turn, and measured redb's unfair handoff instead: see 6.)
 //! 5. If the first batch size's longest transaction (warm or cold) exceeds
 //!    50 ms: the largest measured batch within it, or halving until one is.
 //!
@@ -289,8 +290,9 @@ struct How {
 }
 
 /// A probe writer (like a flush) wanting the file every ~10 ms while
-/// `work` runs: its waits in `begin_write` and its sleep overshoots.
-fn with_probe<T>(db: &redb::Database, work: impl FnOnce() -> T) -> (T, Vec<f64>, Vec<f64>) {
+/// `work` runs: its waits in `Store::begin_write` (the writers' fair turn,
+/// as a flush takes it) and its sleep overshoots.
+fn with_probe<T>(store: &Store, work: impl FnOnce() -> T) -> (T, Vec<f64>, Vec<f64>) {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let prober = scope.spawn(|| {
@@ -300,9 +302,9 @@ fn with_probe<T>(db: &redb::Database, work: impl FnOnce() -> T) -> (T, Vec<f64>,
                 std::thread::sleep(Duration::from_millis(10));
                 late.push(slept.elapsed().as_secs_f64() * 1e3 - 10.0);
                 let t = Instant::now();
-                let txn = db.begin_write().expect("probe write txn");
+                let txn = store.begin_write().expect("probe write txn");
                 waits.push(t.elapsed().as_secs_f64() * 1e3);
-                txn.abort().expect("abort");
+                drop(txn); // aborts, then hands the turn on
             }
             (waits, late)
         });
@@ -341,7 +343,7 @@ fn run_compaction(base: &Path, built: &Built, expected: u64, batch: usize, how: 
             .expect("compact")
     };
     let (report, waits, late) = if how.probe {
-        with_probe(&store.db().expect("db"), compact)
+        with_probe(&store, compact)
     } else {
         (compact(), Vec::new(), Vec::new())
     };
@@ -834,7 +836,7 @@ fn main() {
     println!("Summary:\n");
     print_summary(&runs, &batches);
     println!(
-        "### Writer waits during compaction (a probe thread calls `begin_write` every ~10 ms and aborts at once, like a flush wanting the file)\n"
+        "### Writer waits during compaction (a probe thread calls `Store::begin_write` every ~10 ms and aborts at once, like a flush wanting the file)\n"
     );
     print_probes(&runs);
     if verdicts.is_empty() {
