@@ -587,3 +587,27 @@ fn a_rollup_reports_what_it_moved() {
     let again = m.rollup().unwrap();
     assert_eq!((again.minutes, again.deltas, again.transactions), (0, 0, 0));
 }
+
+/// The page cache redb holds is reported, and stays within
+/// `storage.cache_size`.
+#[test]
+fn the_store_cache_in_use_is_reported_within_its_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(common::T0);
+    let mut config = scopemon::Config::with_data_dir(dir.path());
+    config.storage.cache_size = 256 * 1024;
+    let m = common::open_with(config, &clock);
+    for i in 0..2_000u64 {
+        m.record_latency(
+            "ns",
+            "m",
+            std::time::Duration::from_micros(100 + i),
+            &[("host", &format!("h{}", i % 500))],
+        )
+        .expect("record");
+    }
+    m.flush().expect("flush");
+    let s = m.stats();
+    assert!(s.cache_used_bytes > 0, "{s:?}");
+    assert!(s.cache_used_bytes as u64 <= s.cache_size, "{s:?}");
+}

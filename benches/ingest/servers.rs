@@ -194,10 +194,15 @@ fn scopemon_stored(addr: SocketAddr, load: &LoadResult) -> u64 {
 
 /// `scopemon_hot_bytes` from `/metrics`.
 fn scopemon_hot_bytes(addr: SocketAddr) -> Option<u64> {
+    scopemon_gauge(addr, "scopemon_hot_bytes")
+}
+
+/// A gauge's value from `/metrics`.
+fn scopemon_gauge(addr: SocketAddr, name: &str) -> Option<u64> {
     let (_, body) = simple_request(addr, "GET", "/metrics").ok()?;
     let line = body
         .lines()
-        .find(|l| l.starts_with("scopemon_hot_bytes "))?;
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))?;
     line.split_whitespace()
         .nth(1)?
         .parse::<f64>()
@@ -241,6 +246,9 @@ pub fn run_scopemon(s: &Settings, gens: &[Vec<Gen>], alloc: Option<Alloc>) -> Ou
         });
     if let Some(h) = hot_bytes {
         println!("  scopemon_hot_bytes then: {:.1} MiB", mib(h));
+    }
+    if let Some(c) = scopemon_gauge(addr, "scopemon_store_cache_used_bytes") {
+        println!("  scopemon_store_cache_used_bytes then: {:.1} MiB", mib(c));
     }
     let (shutdown, status) = server.terminate();
     assert!(status.success(), "scopemon exited with {status}");

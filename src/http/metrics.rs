@@ -91,6 +91,13 @@ fn engine(reg: &mut Registry, s: &EngineStats) {
         cache,
         s.cache_size as i64,
     );
+    let used = "Bytes redb's page cache holds now (at most scopemon_store_cache_bytes)";
+    gauge(
+        reg,
+        "scopemon_store_cache_used_bytes",
+        used,
+        s.cache_used_bytes as i64,
+    );
     let failures = "Store writes that failed (I/O errors, a full disk)";
     counter(
         reg,

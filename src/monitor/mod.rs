@@ -57,6 +57,8 @@ pub struct EngineStats {
     pub max_hot_bytes: u64,
     /// redb's page cache (`storage.cache_size`), part of the process' memory.
     pub cache_size: u64,
+    /// Bytes that cache holds now.
+    pub cache_used_bytes: usize,
     /// Flushes completed.
     pub flushes: u64,
     /// Flushes that failed.
@@ -276,6 +278,7 @@ impl Monitor {
             hot_bytes: e.registry.hot_bytes(),
             max_hot_bytes: e.config.storage.max_hot_bytes,
             cache_size: e.config.storage.cache_size,
+            cache_used_bytes: e.store.cache_used_bytes(),
             flushes: f.flushes.load(Ordering::Relaxed),
             flush_errors: f.errors.load(Ordering::Relaxed),
             last_flush_ms: f.last_ms.load(Ordering::Relaxed),

@@ -376,6 +376,12 @@ impl Store {
         Ok(Read { txn, _db: db })
     }
 
+    /// Bytes redb's page cache holds now (read cache and write buffer;
+    /// at most `storage.cache_size`), 0 while the store is reopening.
+    pub fn cache_used_bytes(&self) -> usize {
+        self.db().map_or(0, |db| db.cache_stats().used_bytes())
+    }
+
     /// The open database; an error while it is closed after a failed
     /// reopen. A reader keeps the borrow while its transaction lives.
     pub fn db(&self) -> Result<DbRef<'_>> {
