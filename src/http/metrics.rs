@@ -440,6 +440,7 @@ mod tests {
         "scopemon_memory_system_total_bytes gauge",
         "scopemon_series gauge",
         "scopemon_store_cache_bytes gauge",
+        "scopemon_store_cache_used_bytes gauge",
         "scopemon_store_file_bytes gauge",
         "scopemon_store_reopens_total counter",
         "scopemon_store_writable gauge",
