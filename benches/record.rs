@@ -8,32 +8,18 @@
 //! Run: `cargo bench --bench record`
 
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metrics_util::storage::AtomicBucket;
 use prometheus::{Histogram, HistogramOpts};
-use scopemon::DAY_MS;
-use scopemon::{Config, Handle, ManualClock, Monitor};
+use scopemon::{Config, ManualClock, Monitor};
 
 mod common;
-use common::Rng;
-
-/// A UTC midnight, plus a few hours so nothing sits on a boundary.
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS + 5 * 3_600_000 + 7_000;
-
-/// Latencies cycled through by every benchmark (a power of two).
-const N_LAT: usize = 4096;
-const MASK: usize = N_LAT - 1;
-
-/// Lognormal latencies, median 800 µs.
-fn latencies() -> Vec<Duration> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..N_LAT)
-        .map(|_| Duration::from_nanos(rng.lognormal(800_000.0, 1.0).min(3.0e12) as u64))
-        .collect()
-}
+#[path = "common/record.rs"]
+mod record_common;
+use record_common::{MASK, T0, handle_loop, latencies, parallel, prom_loop};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -52,46 +38,6 @@ fn env() -> Env {
 
 fn prom_histogram(name: &str) -> Histogram {
     Histogram::with_opts(HistogramOpts::new(name, "bench histogram")).expect("histogram")
-}
-
-/// Runs every worker on its own thread, each doing `iters` operations, and
-/// returns the wall time from the common start to the last one finishing.
-fn parallel(iters: u64, workers: &[&(dyn Fn(u64) + Sync)]) -> Duration {
-    let barrier = Barrier::new(workers.len() + 1);
-    std::thread::scope(|s| {
-        let joins: Vec<_> = workers
-            .iter()
-            .map(|w| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    w(iters);
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for j in joins {
-            j.join().expect("worker panicked");
-        }
-        start.elapsed()
-    })
-}
-
-fn handle_loop(h: &Handle, lat: &[Duration], offset: usize, iters: u64) {
-    let mut i = offset;
-    for _ in 0..iters {
-        h.record(black_box(lat[i & MASK]));
-        i = i.wrapping_add(1);
-    }
-}
-
-fn prom_loop(h: &Histogram, lat: &[Duration], offset: usize, iters: u64) {
-    let mut i = offset;
-    for _ in 0..iters {
-        h.observe(black_box(lat[i & MASK]).as_secs_f64());
-        i = i.wrapping_add(1);
-    }
 }
 
 fn name_loop(m: &Monitor, host: &str, lat: &[Duration], offset: usize, iters: u64) {

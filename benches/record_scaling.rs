@@ -13,76 +13,24 @@
 //! Run: `cargo bench --bench record_scaling` (optional: trials, samples
 //! per thread; default 15 and 4,000,000).
 
-use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use prometheus::{Histogram, HistogramOpts};
-use scopemon::{Config, DAY_MS, Handle, ManualClock, Monitor};
+use scopemon::{Config, ManualClock, Monitor};
 
 mod common;
-use common::Rng;
+#[path = "common/record.rs"]
+mod record_common;
+use record_common::{T0, handle_loop, latencies, parallel, prom_loop};
 
-/// A UTC midnight, plus a few hours so nothing sits on a boundary.
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS + 5 * 3_600_000 + 7_000;
-const N_LAT: usize = 4096;
-const MASK: usize = N_LAT - 1;
-
-/// The `record` bench's latencies: lognormal, median 800 µs.
-fn latencies() -> Vec<Duration> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..N_LAT)
-        .map(|_| Duration::from_nanos(rng.lognormal(800_000.0, 1.0).min(3.0e12) as u64))
-        .collect()
-}
-
-/// Wall time from a common start until every worker has run.
-fn timed(workers: &[&(dyn Fn() + Sync)]) -> Duration {
-    let start_line = Barrier::new(workers.len() + 1);
-    std::thread::scope(|s| {
-        let joins: Vec<_> = workers
-            .iter()
-            .map(|w| {
-                let start_line = &start_line;
-                s.spawn(move || {
-                    start_line.wait();
-                    w();
-                })
-            })
-            .collect();
-        start_line.wait();
-        let start = Instant::now();
-        for j in joins {
-            if j.join().is_err() {
-                eprintln!("a worker panicked");
-                std::process::exit(1);
-            }
-        }
-        start.elapsed()
-    })
-}
-
-fn handle_loop(h: &Handle, lat: &[Duration], offset: usize, n: u64) {
-    let mut i = offset;
-    for _ in 0..n {
-        h.record(black_box(lat[i & MASK]));
-        i = i.wrapping_add(1);
-    }
-}
-
-fn prom_loop(h: &Histogram, lat: &[Duration], offset: usize, n: u64) {
-    let mut i = offset;
-    for _ in 0..n {
-        h.observe(black_box(lat[i & MASK]).as_secs_f64());
-        i = i.wrapping_add(1);
-    }
-}
+/// A worker recording the number of samples it is given.
+type Worker<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// One paired trial: (ns per call on one thread, ns per call per thread on
 /// two, scaling ratio).
-fn trial(one: &(dyn Fn() + Sync), other: &(dyn Fn() + Sync), n: u64) -> (f64, f64, f64) {
-    let t1 = timed(&[one]).as_nanos() as f64;
-    let t2 = timed(&[one, other]).as_nanos() as f64;
+fn trial(one: Worker<'_>, other: Worker<'_>, n: u64) -> (f64, f64, f64) {
+    let t1 = parallel(n, &[one]).as_nanos() as f64;
+    let t2 = parallel(n, &[one, other]).as_nanos() as f64;
     (t1 / n as f64, t2 / n as f64, 2.0 * t1 / t2)
 }
 
@@ -124,10 +72,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pa = Histogram::with_opts(opts("rpc_a_latency_seconds"))?;
     let pb = Histogram::with_opts(opts("rpc_b_latency_seconds"))?;
 
-    let s0 = || handle_loop(&h0, &lat, 0, n);
-    let s1 = || handle_loop(&h1, &lat, 1234, n);
-    let p0 = || prom_loop(&pa, &lat, 0, n);
-    let p1 = || prom_loop(&pb, &lat, 1234, n);
+    let s0 = |n| handle_loop(&h0, &lat, 0, n);
+    let s1 = |n| handle_loop(&h1, &lat, 1234, n);
+    let p0 = |n| prom_loop(&pa, &lat, 0, n);
+    let p1 = |n| prom_loop(&pb, &lat, 1234, n);
     // Warm-up: both series' hot buckets reach their steady form.
     trial(&s0, &s1, n);
     trial(&p0, &p1, n);
