@@ -1,11 +1,11 @@
 //! Schema version 5: minute groups.
 //!
-//! - `minute_groups`  (series id, hour start) -> the minute records of
-//!   that sealed hour in one entry (`store/codec/group.rs`), built by
+//! - `minute_groups`  (series id, first minute) -> a run of consecutive
+//!   minute records of one sealed hour (`store/codec/group.rs`), built by
 //!   compaction from `minute` entries it then deletes. A minute's data is
-//!   the sum of its `minute` record and its member in the hour's group
-//!   (a late sample rolled up after the hour was grouped lands in
-//!   `minute` until the next compaction merges it in).
+//!   the sum of its `minute` record and its member in a group (a late
+//!   sample rolled up after the hour was grouped lands in `minute` until
+//!   the next compaction merges it in).
 
 use redb::{TableDefinition, WriteTransaction};
 

@@ -189,7 +189,7 @@ pub struct CompactReport {
     pub total_removed: u64,
     /// Deltas rolled up before deleting.
     pub rolled_up_minutes: usize,
-    /// Sealed hours whose minute records were folded into one group entry
+    /// Sealed (series, hour)s whose minute records were folded into groups
     /// (`store/group.rs`).
     pub grouped_hours: u64,
     /// Minute records folded into those groups.

@@ -8,8 +8,9 @@
 //! 3. `minute`/`hour`/`day` records, into which a rollup moves closed
 //!    minutes' deltas — all three resolutions and the delta deletion in one
 //!    write transaction, so a reader's snapshot never counts a delta twice.
-//!    Compaction later folds a sealed hour's `minute` records into one
-//!    `minute_groups` entry, also in one transaction (`group.rs`).
+//!    Compaction later folds a sealed hour's `minute` records into a few
+//!    `minute_groups` entries (runs of consecutive minutes), also in one
+//!    transaction (`group.rs`).
 
 pub mod codec;
 pub mod flush;

@@ -15,9 +15,10 @@ pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
 pub const DELTAS: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("deltas");
 /// (series id, minute start) -> bucket record.
 pub const MINUTE: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("minute");
-/// (series id, hour start) -> the minute records of that sealed hour in
-/// one entry (`codec/group.rs`, schema 5). A minute's data is its `minute`
-/// record plus its member here; compaction builds groups (`group.rs`).
+/// (series id, first minute) -> a run of consecutive minute records of
+/// one sealed hour, at most ~512 B (`codec/group.rs`, schema 5). A
+/// minute's data is its `minute` record plus its member here; compaction
+/// builds groups (`group.rs`).
 pub const MINUTE_GROUPS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("minute_groups");
 /// (series id, hour start) -> bucket record.
 pub const HOUR: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("hour");
