@@ -15,9 +15,16 @@
 //! `204`.
 //!
 //! Modes (first argument, or `MODE=`):
-//! - `current` (default): 100 series, timestamps from one shared counter in
-//!   1 ms steps starting 36 h ago (every sample its own millisecond),
-//!   lognormal values (median 800 µs, σ 1), 2 connections, 30 s.
+//! - `current` (default): 100 series with current timestamps (the wall
+//!   clock in microseconds, one per sample, as in `hicard`; InfluxDB gets
+//!   them with `precision=u`), lognormal values (median 800 µs, σ 1), 2
+//!   connections, 30 s: agents reporting as they measure.
+//! - `replay`: as `current`, but the timestamps come from one shared
+//!   counter in 1 ms steps starting 36 h ago (every sample its own
+//!   millisecond), so at 1 M samples/s the load moves through ~17 minutes
+//!   of data time per second and every series closes a minute every few
+//!   tens of milliseconds: a fast replay of recorded data, which keeps the
+//!   flush and rollup busy. (Until session 6 this was the `current` mode.)
 //! - `backfill`: 100 series, 4 connections, `LOAD_SAMPLES` (default
 //!   4,000,000) samples; sample *n*'s timestamp is `now − 86,000 s + (n ×
 //!   7,919 ms mod 86,000 s)` with `now` fixed once per run (so every target
@@ -46,12 +53,12 @@
 //! runs the mode once per allocator (see `ingest/alloc.rs`), `ROUNDS=N`
 //! times in alternation, and prints the medians.
 //!
-//! Run: `cargo bench --bench ingest_load [-- current|backfill|hicard]`
+//! Run: `cargo bench --bench ingest_load [-- current|replay|backfill|hicard]`
 //!
 //! Environment:
-//! - `MODE=current|backfill|hicard` (or the first argument)
+//! - `MODE=current|replay|backfill|hicard` (or the first argument)
 //! - `TARGET=scopemon|influxdb|vm|both|all` or a comma list (default: both
-//!   in current and hicard, all in backfill)
+//!   in current, replay and hicard, all in backfill)
 //! - `LOAD_SECS` timed load per target (default 30; in backfill a cap,
 //!   default 600)
 //! - `LOAD_SAMPLES` samples per target in backfill (default 4,000,000)
@@ -81,7 +88,7 @@ use ingest::procs::loadavg;
 use ingest::report::print_summary;
 use ingest::servers::{run_influx, run_scopemon, run_vm};
 
-/// Timestamps of the current mode start this far in the past (and wrap
+/// Timestamps of the replay mode start this far in the past (and wrap
 /// inside this window).
 const TS_WINDOW_MS: u64 = 36 * 3_600_000;
 /// The backfill's timestamps: `base + (n × STEP mod SPAN)`.
@@ -93,6 +100,7 @@ const BACKFILL_STEP_MS: u64 = 7_919;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Current,
+    Replay,
     Backfill,
     HiCard,
 }
@@ -101,15 +109,17 @@ impl Mode {
     fn parse(s: &str) -> Mode {
         match s {
             "current" | "" => Mode::Current,
+            "replay" => Mode::Replay,
             "backfill" => Mode::Backfill,
             "hicard" | "high-cardinality" => Mode::HiCard,
-            other => panic!("mode {other:?}: expected current, backfill or hicard"),
+            other => panic!("mode {other:?}: expected current, replay, backfill or hicard"),
         }
     }
 
     fn name(self) -> &'static str {
         match self {
             Mode::Current => "current",
+            Mode::Replay => "replay",
             Mode::Backfill => "backfill",
             Mode::HiCard => "hicard",
         }
@@ -125,7 +135,7 @@ impl Mode {
 
 struct Settings {
     mode: Mode,
-    /// Timed load (current, hicard) or its cap (backfill).
+    /// Timed load (current, replay, hicard) or its cap (backfill).
     secs: f64,
     /// Samples to send per target (backfill), rounded up to whole batches.
     samples: Option<u64>,
@@ -211,7 +221,7 @@ fn gen_pool(s: &Settings) -> Vec<Vec<Gen>> {
     let (median, sigma) = match s.mode {
         // µ 7.3, σ 0.8 (median e^7.3 ≈ 1,480 µs).
         Mode::Backfill => (7.3f64.exp(), 0.8),
-        Mode::Current | Mode::HiCard => (800.0, 1.0),
+        Mode::Current | Mode::Replay | Mode::HiCard => (800.0, 1.0),
     };
     (0..s.pool)
         .map(|_| {
@@ -247,7 +257,7 @@ impl Target {
     fn unit(self, mode: Mode) -> Unit {
         match (self, mode) {
             (Target::Scopemon, _) => Unit::Ms,
-            (Target::Influx, Mode::HiCard) => Unit::Us,
+            (Target::Influx, Mode::HiCard | Mode::Current) => Unit::Us,
             (Target::Influx, _) => Unit::Ms,
             (Target::Vm, _) => Unit::Ns,
         }
@@ -361,11 +371,11 @@ impl Request {
 
 /// Where the samples' timestamps come from, shared by the client threads.
 enum Stamps {
-    /// Current mode: `t0 + n` ms, wrapping inside [`TS_WINDOW_MS`].
+    /// Replay mode: `t0 + n` ms, wrapping inside [`TS_WINDOW_MS`].
     Counter { t0_ms: u64, wrapped: AtomicU64 },
     /// Backfill: `base + (n × 7,919 mod 86,000,000)` ms.
     Backfill { base_ms: u64 },
-    /// High cardinality: the wall clock in µs, one per sample, never
+    /// Current and high cardinality: the wall clock in µs, one per sample, never
     /// going back (`clock` is the next free microsecond).
     Wall { start_us: u64, clock: AtomicU64 },
 }
@@ -373,14 +383,14 @@ enum Stamps {
 impl Stamps {
     fn new(s: &Settings) -> Stamps {
         match s.mode {
-            Mode::Current => Stamps::Counter {
+            Mode::Replay => Stamps::Counter {
                 t0_ms: now_ms() - TS_WINDOW_MS,
                 wrapped: AtomicU64::new(0),
             },
             Mode::Backfill => Stamps::Backfill {
                 base_ms: s.backfill_base_ms,
             },
-            Mode::HiCard => {
+            Mode::Current | Mode::HiCard => {
                 let start_us = now_us();
                 Stamps::Wall {
                     start_us,

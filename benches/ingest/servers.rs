@@ -343,7 +343,7 @@ fn influx_stored(addr: SocketAddr) -> u64 {
 }
 
 /// Asserts `stored` equals what was acknowledged (at most, when the
-/// current mode's timestamps wrapped and points overwrote each other).
+/// replay mode's timestamps wrapped and points overwrote each other).
 fn check_stored(target: Target, load: &LoadResult, stored: u64) {
     println!("  stored count: {stored} (acknowledged {})", load.accepted);
     if load.wrapped {
