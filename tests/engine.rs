@@ -611,3 +611,45 @@ fn the_store_cache_in_use_is_reported_within_its_size() {
     assert!(s.cache_used_bytes > 0, "{s:?}");
     assert!(s.cache_used_bytes as u64 <= s.cache_size, "{s:?}");
 }
+
+#[test]
+fn a_range_point_spans_the_whole_range_and_every_answer_names_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 2 * HOUR_MS);
+    let m = open(dir.path(), &clock);
+    // 120 samples over the two hours before now: one per minute.
+    for i in 0..120 {
+        m.record(&Sample {
+            namespace: "prod",
+            metric: "db.query",
+            kind: Kind::Latency,
+            value: 1_000.0,
+            tags: &[],
+            outcome: Outcome::Ok,
+            timestamp_ms: Some(T0 + i * MINUTE_MS),
+        })
+        .unwrap();
+    }
+    m.flush().unwrap();
+    let (from, to) = (T0, T0 + 2 * HOUR_MS);
+    let r = m.query(&spec(Window::Range, from, to)).unwrap();
+    assert_eq!(r.window, "range");
+    let p = &r.points[0];
+    assert_eq!(p.count, 120);
+    assert_eq!(p.start, scopemon::format_ts(from));
+    assert_eq!(p.end.as_deref(), Some(scopemon::format_ts(to).as_str()));
+    // 120 samples over 7,200 s: the rate is per second of the whole range.
+    assert!((p.rate - 120.0 / 7_200.0).abs() < 1e-12, "{}", p.rate);
+    for (res, name) in [
+        (Resolution::Minute, "minute"),
+        (Resolution::Hour, "hour"),
+        (Resolution::Day, "day"),
+    ] {
+        assert_eq!(
+            m.query(&spec(Window::Buckets(res), from, to))
+                .unwrap()
+                .window,
+            name
+        );
+    }
+}
