@@ -10,7 +10,8 @@
 //!   [`Error::StoreLocked`]; the file is not touched.
 //! - Only [`migrate`] (and [`open`], as a [`Monitor`] does) applies schema
 //!   migrations; the other operations refuse an old schema with
-//!   [`Error::SchemaTooOld`].
+//!   [`Error::SchemaTooOld`] before opening the file for writing, so they
+//!   leave it byte for byte.
 //! - A compaction dry run opens the file read-only: it leaves it
 //!   byte-for-byte unchanged.
 //! - Every function closes the store before it returns.

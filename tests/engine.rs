@@ -250,6 +250,52 @@ fn a_newer_schema_is_refused_and_left_untouched() {
     );
 }
 
+/// A file one schema version behind: every offline operation but
+/// `migrate` refuses it as `schema_too_old` and leaves it byte for byte;
+/// `migrate` brings it to the current version with its data.
+#[test]
+fn an_older_schema_is_refused_until_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    m.record_latency("prod", "db.query", Duration::from_micros(300), &[])
+        .unwrap();
+    m.close().unwrap();
+    drop(m);
+    let path = dir.path().join(scopemon::DB_FILE);
+    let current = scopemon::offline::migration_plan(dir.path())
+        .unwrap()
+        .target;
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(scopemon::internals::tables::META)
+            .unwrap()
+            .insert(scopemon::internals::SCHEMA_VERSION_KEY, current - 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let config = Config::with_data_dir(dir.path());
+    let err = scopemon::offline::retention_show(&config, None).unwrap_err();
+    assert_eq!(err.code(), "schema_too_old", "{err}");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was altered"
+    );
+
+    let plan = scopemon::offline::migration_plan(dir.path()).unwrap();
+    assert_eq!(
+        (plan.found, plan.pending.len()),
+        (current - 1, 1),
+        "{plan:?}"
+    );
+    assert_eq!(scopemon::offline::migrate(dir.path()).unwrap(), current);
+    assert!(scopemon::offline::retention_show(&config, None).is_ok());
+    let m = open(dir.path(), &clock);
+    assert_eq!(total(&m, T0 - HOUR_MS, T0 + HOUR_MS).0, 1);
+}
+
 /// The background tasks wait for clock time: with a manual clock nothing
 /// runs until the test moves it, then the flush task writes the sample and
 /// every task's status says what it did.

@@ -264,6 +264,27 @@ fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
     }
 }
 
+/// A schema version `opts` may not open: newer than this build, or older
+/// while migrating is not allowed (a new, empty file, version 0, is always
+/// initialised).
+fn refuse_schema(path: &Path, found: u64, opts: &OpenOptions) -> Result<()> {
+    if found > migrations::CURRENT {
+        return Err(Error::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: migrations::CURRENT,
+        });
+    }
+    if found < migrations::CURRENT && found > 0 && !opts.migrate {
+        return Err(Error::SchemaTooOld {
+            path: path.to_path_buf(),
+            found,
+            supported: migrations::CURRENT,
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating and migrating as allowed) the store in `data_dir`.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<Store> {
@@ -277,39 +298,19 @@ impl Store {
             }
             create_data_dir(data_dir)?;
         }
-        // A file from a newer scopemon is refused before anything opens it
-        // for writing (opening for writing alone updates redb's header).
-        if let Some(found) = path
-            .exists()
-            .then(|| Self::read_only_version(&path))
-            .transpose()?
-            .flatten()
-            && found > migrations::CURRENT
+        // A file this open may not use (from a newer scopemon, or older
+        // while migrating is not allowed) is refused before anything opens
+        // it for writing: opening for writing alone updates redb's header.
+        // A file that needs crash recovery has no read-only answer; it is
+        // checked again once open.
+        if path.exists()
+            && let Some(found) = Self::read_only_version(&path)?
         {
-            return Err(Error::SchemaTooNew {
-                path,
-                found,
-                supported: migrations::CURRENT,
-            });
+            refuse_schema(&path, found, &opts)?;
         }
         let db = open_db(&path, &opts)?;
         let found = migrations::recorded_version(&db)?;
-        if found > migrations::CURRENT {
-            return Err(Error::SchemaTooNew {
-                path,
-                found,
-                supported: migrations::CURRENT,
-            });
-        }
-        // A new, empty file is always initialised; an existing old one only
-        // when migrating is allowed.
-        if found < migrations::CURRENT && found > 0 && !opts.migrate {
-            return Err(Error::SchemaTooOld {
-                path,
-                found,
-                supported: migrations::CURRENT,
-            });
-        }
+        refuse_schema(&path, found, &opts)?;
         migrations::apply(&db, found)?;
         Ok(Store {
             db: RwLock::new(Some(db)),
