@@ -563,6 +563,61 @@ fn a_summary_filters_by_metric_and_kind() {
     );
 }
 
+/// One summary over series of every kind, stored (not hot): each row has
+/// its own kind's statistics, whatever series was read before it (the
+/// reader reuses one accumulator's allocation from series to series).
+#[test]
+fn a_summary_over_every_kind_gives_each_series_its_own_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 30 * MINUTE_MS);
+    let m = open(dir.path(), &clock);
+    // Each kind's range differs (latency tops at 3.6e9 µs, throughput at
+    // 1e9 per second scaled by 100): a smaller one first.
+    let values = [
+        (Kind::ErrorRate, 60.0),
+        (Kind::Latency, 1_500.0),
+        (Kind::Throughput, 5e8),
+        (Kind::ResourceUsage, 3e12),
+        (Kind::Latency, 3e9),
+    ];
+    for (i, (kind, value)) in values.iter().enumerate() {
+        let metric = format!("m{i}");
+        // v/3, 2v/3, v: the median is the histogram's (min and max are exact).
+        for k in 1..=3 {
+            m.record(&Sample {
+                namespace: "mix",
+                metric: &metric,
+                kind: *kind,
+                value: *value * k as f64 / 3.0,
+                tags: &[],
+                outcome: Outcome::Ok,
+                timestamp_ms: None,
+            })
+            .unwrap();
+        }
+    }
+    m.flush().unwrap();
+    clock.set(T0 + 31 * MINUTE_MS);
+    // An hour reads records one by one; a day stages their counts.
+    for window in [Resolution::Hour, Resolution::Day] {
+        let s = m.summary("mix", window, None, None).unwrap();
+        assert_eq!(s.metrics.len(), values.len());
+        for row in &s.metrics {
+            let i: usize = row.metric[1..].parse().unwrap();
+            let (kind, value) = values[i];
+            assert_eq!((row.kind, row.point.count), (kind, 3), "{}", row.metric);
+            assert_eq!(row.point.max, value, "{}", row.metric);
+            let median = value * 2.0 / 3.0;
+            assert!(
+                (row.point.p50 - median).abs() <= median * 0.01,
+                "{}: p50 {} for {median}",
+                row.metric,
+                row.point.p50
+            );
+        }
+    }
+}
+
 /// A flush reports what it wrote: its sequence number (one more each
 /// flush that writes), the series and delta records written, their bytes.
 #[test]
