@@ -653,6 +653,11 @@ fn a_flush_reports_what_it_wrote() {
         (empty.seq, empty.series, empty.buckets, empty.bytes),
         (0, 0, 0, 0)
     );
+    // The stats give the file's size as the file system does.
+    let on_disk = std::fs::metadata(dir.path().join(scopemon::DB_FILE))
+        .unwrap()
+        .len();
+    assert_eq!(m.stats().file_bytes, on_disk);
 }
 
 /// A rollup reports what it moved: (series, minute) groups, the delta

@@ -252,3 +252,24 @@ fn a_clean_shutdown_on_a_full_disk_says_what_it_could_not_write() {
         "{msg}"
     );
 }
+
+/// The budget is spent by the bytes the file grows by and no more: a
+/// store opened on a budget has taken some of it (and at most its file's
+/// length) once a flush has written.
+#[test]
+fn the_budget_counts_the_bytes_the_file_grew_by() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 5_000);
+    let budget = DiskBudget::new(64 << 20);
+    let m = open(dir.path(), &clock, &budget);
+    record(&m, 10, 1_000);
+    m.flush().expect("flush");
+    let spent = (64 << 20) - budget.remaining();
+    let file = std::fs::metadata(dir.path().join(scopemon::DB_FILE))
+        .unwrap()
+        .len();
+    assert!(
+        spent > 0 && spent <= file,
+        "spent {spent} of a {file}-byte file"
+    );
+}
