@@ -760,3 +760,45 @@ fn a_range_point_spans_the_whole_range_and_every_answer_names_its_window() {
         );
     }
 }
+
+/// Ranges inside the minute retention that hold whole days and then part
+/// of the next day, with samples after the range's end in that same day:
+/// the answer counts exactly the samples in range, whether it comes from
+/// day, hour or minute records (the whole-days read stops at the last
+/// whole day, the rest is read finer).
+#[test]
+fn whole_days_inside_the_minute_retention_stop_at_the_range_end() {
+    let dir = tempfile::tempdir().unwrap();
+    // Minute retention (48 h by default) reaches back to T0 + 12 h.
+    let now = T0 + 2 * DAY_MS + 12 * HOUR_MS;
+    let clock = ManualClock::new(now);
+    let m = open(dir.path(), &clock);
+    let stamps: Vec<i64> = (0..)
+        .map(|i| T0 + 13 * HOUR_MS + i * 10 * MINUTE_MS + 1_000)
+        .take_while(|&ts| ts < now - MINUTE_MS)
+        .collect();
+    for &ts in &stamps {
+        m.record(&Sample {
+            namespace: "prod",
+            metric: "db.query",
+            kind: Kind::Latency,
+            value: 700.0,
+            tags: &[],
+            outcome: Outcome::Ok,
+            timestamp_ms: Some(ts),
+        })
+        .unwrap();
+    }
+    m.flush().unwrap();
+    m.rollup().unwrap();
+    let day = T0 + DAY_MS;
+    for (from, to) in [
+        (day, day + DAY_MS),
+        (day, day + DAY_MS + 6 * HOUR_MS),
+        (day, day + DAY_MS + 6 * HOUR_MS + 30 * MINUTE_MS),
+        (day - 6 * HOUR_MS, day + DAY_MS + 2 * HOUR_MS),
+    ] {
+        let expect = stamps.iter().filter(|&&t| from <= t && t < to).count() as u64;
+        assert_eq!(total(&m, from, to).0, expect, "[{from}, {to})");
+    }
+}
