@@ -205,4 +205,38 @@ mod tests {
         assert!(o.read(8995, &mut [0u8; 10]).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5000]);
     }
+
+    /// Shrinking forgets everything past the new end, written or in the
+    /// file: grown again, those bytes read as zeros.
+    #[test]
+    fn bytes_past_a_shrink_read_as_zeros_when_grown_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        let o = Overlay::open(&path).unwrap();
+        o.write(4090, &[1; 10]).unwrap(); // blocks 0 and 1
+        o.write(9000, &[2; 10]).unwrap(); // block 2
+        // Inside block 1: its written bytes past 4098 and all of block 2 go.
+        o.set_len(4098).unwrap();
+        assert_eq!(o.len().unwrap(), 4098);
+        assert!(o.read(4090, &mut [0u8; 9]).is_err(), "read past the end");
+        o.set_len(12_000).unwrap();
+        let mut out = vec![9u8; 40];
+        o.read(4080, &mut out).unwrap();
+        assert_eq!(&out[..10], &[7; 10]); // the file's
+        assert_eq!(&out[10..18], &[1; 8]); // written, kept
+        assert_eq!(&out[18..], &[0; 22]); // past the shrink: zeros, not 1s or 7s
+        let mut far = vec![9u8; 20];
+        o.read(8995, &mut far).unwrap();
+        assert_eq!(far, vec![0; 20], "block 2 and the file under it are gone");
+        // A shrink to a block boundary keeps the block before it whole.
+        o.set_len(4096).unwrap();
+        o.set_len(5000).unwrap();
+        let mut edge = vec![9u8; 12];
+        o.read(4088, &mut edge).unwrap();
+        assert_eq!(&edge[..2], &[7; 2]);
+        assert_eq!(&edge[2..8], &[1; 6]);
+        assert_eq!(&edge[8..], &[0; 4]);
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 10_000]);
+    }
 }
