@@ -616,6 +616,27 @@ fn a_summary_over_every_kind_gives_each_series_its_own_statistics() {
             );
         }
     }
+    // An older sample of the first series, before the last hour: only the
+    // day's summary counts it.
+    m.record(&Sample {
+        namespace: "mix",
+        metric: "m0",
+        kind: values[0].0,
+        value: values[0].1,
+        tags: &[],
+        outcome: Outcome::Ok,
+        timestamp_ms: Some(T0 + 10 * MINUTE_MS),
+    })
+    .unwrap();
+    m.flush().unwrap();
+    clock.set(T0 + 71 * MINUTE_MS);
+    let hour = m
+        .summary("mix", Resolution::Hour, Some("m0"), None)
+        .unwrap();
+    assert_eq!(hour.from, scopemon::format_ts(T0 + 11 * MINUTE_MS));
+    assert_eq!(hour.metrics[0].point.count, 3);
+    let day = m.summary("mix", Resolution::Day, Some("m0"), None).unwrap();
+    assert_eq!(day.metrics[0].point.count, 4);
 }
 
 /// A flush reports what it wrote: its sequence number (one more each
