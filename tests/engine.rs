@@ -635,8 +635,26 @@ fn a_summary_over_every_kind_gives_each_series_its_own_statistics() {
         .unwrap();
     assert_eq!(hour.from, scopemon::format_ts(T0 + 11 * MINUTE_MS));
     assert_eq!(hour.metrics[0].point.count, 3);
+    // The rate is per second of the whole window.
+    assert!((hour.metrics[0].point.rate - 3.0 / 3_600.0).abs() < 1e-12);
     let day = m.summary("mix", Resolution::Day, Some("m0"), None).unwrap();
     assert_eq!(day.metrics[0].point.count, 4);
+}
+
+/// A series last seen in the window's first minute has its summary row.
+#[test]
+fn a_summary_keeps_a_series_seen_in_its_first_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 11 * MINUTE_MS + 30_000);
+    let m = open(dir.path(), &clock);
+    m.record_latency("prod", "edge", Duration::from_micros(10), &[])
+        .unwrap();
+    m.flush().unwrap();
+    clock.set(T0 + 71 * MINUTE_MS);
+    let s = m.summary("prod", Resolution::Hour, None, None).unwrap();
+    assert_eq!(s.from, scopemon::format_ts(T0 + 11 * MINUTE_MS));
+    assert_eq!(s.metrics.len(), 1, "{s:?}");
+    assert_eq!(s.metrics[0].point.count, 1);
 }
 
 /// A flush reports what it wrote: its sequence number (one more each
