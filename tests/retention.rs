@@ -421,3 +421,29 @@ fn compact_repacks_half_empty_bucket_tables_and_changes_no_answer() {
     let m = open(dir.path(), &clock);
     assert_eq!(answers(&m, hosts as usize, from, to), before);
 }
+
+/// `scopemon compact` reports its progress step by step, one step per
+/// series and resolution, up to the total, then reclaims space.
+#[test]
+fn offline_compaction_reports_every_step_up_to_its_total() {
+    use scopemon::offline::CompactStep;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + HOUR_MS);
+    let m = open(dir.path(), &clock);
+    for host in ["a", "b"] {
+        m.record_latency("long", "api", Duration::from_micros(100), &[("host", host)])
+            .unwrap();
+    }
+    m.close().unwrap();
+    drop(m);
+    let mut steps = Vec::new();
+    scopemon::offline::compact(&config(dir.path()), false, clock.now_ms(), |s| {
+        steps.push(s)
+    })
+    .unwrap();
+    let mut want: Vec<CompactStep> = (1..=6)
+        .map(|done| CompactStep::Retention { done, total: 6 })
+        .collect();
+    want.push(CompactStep::Reclaiming);
+    assert_eq!(steps, want);
+}
