@@ -128,6 +128,11 @@ async fn a_full_disk_refuses_ingest_keeps_reads_and_recovers_by_itself() {
     record_wide(&m, "a", 2_000, 2_000);
     let err = m.flush().expect_err("a flush on a full disk fails");
     assert!(err.to_string().contains("No space left"), "{err}");
+    // A second try fails too, after reopening the store redb now refuses
+    // writes on.
+    m.flush().expect_err("still full");
+    let s = m.stats();
+    assert!(s.store_write_failures >= 2 && s.store_reopens >= 1, "{s:?}");
     assert_eq!(
         totals(&m),
         (2_100, 4_100_000.0),
@@ -161,6 +166,17 @@ async fn a_full_disk_refuses_ingest_keeps_reads_and_recovers_by_itself() {
     budget.set(UNLIMITED);
     m.flush().expect("flush once space is back");
     assert!(m.storage_refusal().is_none(), "writes succeed again");
+    // Failed writes and reopens are counted; a healthy flush adds to
+    // neither (the store is not reopened again once it takes writes).
+    let healed = m.stats();
+    assert!(healed.store_reopens >= 2, "{healed:?}");
+    record(&m, 1, 1_000);
+    m.flush().expect("a healthy flush");
+    let s = m.stats();
+    assert_eq!(
+        (s.store_write_failures, s.store_reopens),
+        (healed.store_write_failures, healed.store_reopens)
+    );
     let (status, _, text) = common::call(&app, "POST", "/v1/ingest", &body.to_string(), None).await;
     assert_eq!(status, 200, "{text}");
     health.fresh_system_health().await;
@@ -173,7 +189,7 @@ async fn a_full_disk_refuses_ingest_keeps_reads_and_recovers_by_itself() {
     drop(m);
 
     let m = open(dir.path(), &clock, &DiskBudget::new(UNLIMITED));
-    assert_eq!(totals(&m), (2_101, 4_100_009.0), "all of it on disk, once");
+    assert_eq!(totals(&m), (2_102, 4_101_009.0), "all of it on disk, once");
 }
 
 #[test]
