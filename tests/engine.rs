@@ -657,6 +657,20 @@ fn a_summary_keeps_a_series_seen_in_its_first_minute() {
     assert_eq!(s.metrics[0].point.count, 1);
 }
 
+/// A query that fails for its own reasons (no such series) is not a
+/// storage failure: nothing is reopened and ingest is not refused.
+#[test]
+fn a_failed_query_is_not_a_storage_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    let err = m.query(&spec(Window::Range, T0 - HOUR_MS, T0)).unwrap_err();
+    assert_eq!(err.code(), "not_found", "{err}");
+    let s = m.stats();
+    assert_eq!((s.store_write_failures, s.store_reopens), (0, 0));
+    assert!(m.storage_refusal().is_none());
+}
+
 /// A flush reports what it wrote: its sequence number (one more each
 /// flush that writes), the series and delta records written, their bytes.
 #[test]
