@@ -100,3 +100,18 @@ pub fn disk_space(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
     let frsize = frsize.max(1);
     Ok((avail.saturating_mul(frsize), blocks.saturating_mul(frsize)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::disk_space;
+
+    /// statvfs answers for a directory that exists (some space, no more
+    /// available than in all) and fails for one that does not.
+    #[test]
+    fn disk_space_reads_the_file_system_and_fails_for_a_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (avail, total) = disk_space(dir.path()).unwrap();
+        assert!(total > 0 && avail <= total, "{avail} of {total}");
+        assert!(disk_space(&dir.path().join("missing")).is_err());
+    }
+}
