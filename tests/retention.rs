@@ -447,3 +447,34 @@ fn offline_compaction_reports_every_step_up_to_its_total() {
     want.push(CompactStep::Reclaiming);
     assert_eq!(steps, want);
 }
+
+/// A transaction's batch that runs out in the middle of a series leaves
+/// the rest of that series to the next transaction, not to the next
+/// compaction: one compaction removes every expired record.
+#[test]
+fn a_batch_that_runs_out_mid_series_still_removes_everything_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    for minute in 0..5 {
+        clock.set(T0 + minute * MINUTE_MS + 1_000);
+        for host in ["a", "b"] {
+            m.record_latency(
+                "short",
+                "api",
+                Duration::from_micros(100),
+                &[("host", host)],
+            )
+            .unwrap();
+        }
+    }
+    clock.set(T0 + 10 * MINUTE_MS);
+    m.flush().unwrap();
+    m.rollup().unwrap();
+    // "short" keeps minutes 6 h: ten minute records (5 per series) expire.
+    clock.set(T0 + 7 * HOUR_MS);
+    let opts = |dry_run| CompactOptions { dry_run, batch: 7 };
+    let removed = m.compact(opts(false)).unwrap();
+    assert_eq!(removed.total_removed, 10, "{removed:?}");
+    assert_eq!(m.compact(opts(true)).unwrap().total_removed, 0);
+}
