@@ -11,7 +11,8 @@
 //! - Only [`migrate`] (and [`open`], as a [`Monitor`] does) applies schema
 //!   migrations; the other operations refuse an old schema with
 //!   [`Error::SchemaTooOld`] before opening the file for writing, so they
-//!   leave it byte for byte.
+//!   leave it byte for byte (unless it needs crash recovery, which only a
+//!   writable open performs).
 //! - A compaction dry run opens the file read-only: it leaves it
 //!   byte-for-byte unchanged.
 //! - Every function closes the store before it returns.
