@@ -179,12 +179,14 @@ impl Engine {
     }
 
     /// Runs `f`; when it fails with an I/O error (redb then refuses reads
-    /// and writes until the file is reopened), reopens the store, settling
-    /// a pending flush first (see `flush::recover`), and runs `f` once more.
-    /// Holds no lock while calling `f`.
+    /// and writes until the file is reopened), or fails while the store
+    /// still waits for a reopen (an earlier one failed: the disk may be
+    /// back by now), reopens the store, settling a pending flush first (see
+    /// `flush::recover`), and runs `f` once more. Holds no lock while
+    /// calling `f`.
     pub(super) fn with_recovery<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
         match f() {
-            Err(err) if is_io_failure(&err) => {
+            Err(err) if is_io_failure(&err) || self.store.write_health().needs_reopen() => {
                 let err = self.store.failed(err);
                 let mut flusher = self.writer.lock();
                 match flush::recover(&self.store, &self.gate, &mut flusher) {
