@@ -13,7 +13,7 @@ use scopemon::{BaselineStatus, Selection};
 use scopemon::{Clock, Config, Kind, ManualClock, Monitor, Outcome, Sample, Tags};
 use scopemon::{DAY_MS, HOUR_MS, MINUTE_MS};
 
-use common::T0;
+use common::{Rng, T0};
 
 fn open(dir: &std::path::Path, clock: &ManualClock, webhook: Option<&str>) -> Monitor {
     let mut c = Config::with_data_dir(dir);
@@ -41,17 +41,6 @@ fn sel(metric: &str) -> Selection {
         metric: metric.into(),
         kind: Kind::Latency,
         tags: Tags::empty(),
-    }
-}
-
-/// xorshift: deterministic pseudo-random numbers without a crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -86,13 +75,13 @@ fn baseline_matches_an_independent_median_mad() {
     // exact hourly aggregates, computed here from the raw samples
     let (mut p50, mut p99, mut avg, mut rate, mut err) = (vec![], vec![], vec![], vec![], vec![]);
     for h in 0..7 * 24 {
-        let level = 800.0 + 400.0 * rng.next();
-        let n = 20 + (rng.next() * 40.0) as usize;
+        let level = 800.0 + 400.0 * rng.unit();
+        let n = 20 + (rng.unit() * 40.0) as usize;
         let mut vals = Vec::new();
         let mut errors = 0;
         for i in 0..n {
-            let v = (level * (0.7 + 0.6 * rng.next())).round();
-            let e = rng.next() < 0.05;
+            let v = (level * (0.7 + 0.6 * rng.unit())).round();
+            let e = rng.unit() < 0.05;
             errors += usize::from(e);
             rec(&m, "db.query", v, T0 + h * HOUR_MS + (i as i64) * 30_000, e);
             vals.push(v);

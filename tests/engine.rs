@@ -222,21 +222,25 @@ fn bad_values_and_names_are_refused() {
     );
 }
 
+/// Writes `version` as the schema version recorded in the store file at
+/// `path` (the store closed).
+fn record_schema_version(path: &std::path::Path, version: u64) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(scopemon::internals::tables::META)
+        .unwrap()
+        .insert(scopemon::internals::SCHEMA_VERSION_KEY, version)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 #[test]
 fn a_newer_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     drop(open(dir.path(), &clock));
     let path = dir.path().join(scopemon::DB_FILE);
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(scopemon::internals::tables::META)
-            .unwrap()
-            .insert(scopemon::internals::SCHEMA_VERSION_KEY, 99u64)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    record_schema_version(&path, 99);
     let before = std::fs::read(&path).unwrap();
     let err = Monitor::builder(Config::with_data_dir(dir.path()))
         .background(false)
@@ -266,15 +270,7 @@ fn an_older_schema_is_refused_until_migrated() {
     let current = scopemon::offline::migration_plan(dir.path())
         .unwrap()
         .target;
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(scopemon::internals::tables::META)
-            .unwrap()
-            .insert(scopemon::internals::SCHEMA_VERSION_KEY, current - 1)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    record_schema_version(&path, current - 1);
     let before = std::fs::read(&path).unwrap();
     let config = Config::with_data_dir(dir.path());
     let err = scopemon::offline::retention_show(&config, None).unwrap_err();

@@ -17,7 +17,7 @@ use scopemon::{
 };
 use scopemon::{HOUR_MS, MINUTE_MS};
 
-use common::T0;
+use common::{Rng, T0};
 
 const HOSTS: usize = 4;
 
@@ -55,13 +55,8 @@ fn load(
 ) {
     let names: Vec<String> = (0..HOSTS).map(|h| format!("h{h}")).collect();
     let tags: Vec<[(&str, &str); 1]> = names.iter().map(|h| [("host", h.as_str())]).collect();
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng(seed | 1);
+    let mut next = move || rng.next_u64();
     for i in 0..minutes {
         let t = start + i * MINUTE_MS;
         if clock.now_ms() < t + 59_000 {

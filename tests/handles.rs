@@ -12,7 +12,7 @@ use scopemon::{
     Kind, MINUTE_MS, ManualClock, Monitor, Outcome, QuerySpec, Resolution, Tags, Window,
 };
 
-use common::{T0, open};
+use common::{Rng, T0, open};
 
 fn spec(metric: &str, window: Window) -> QuerySpec {
     QuerySpec {
@@ -177,12 +177,9 @@ fn handles_answer_as_recording_by_name_does() {
     let clock = ManualClock::new(T0 + 1_000);
     let m = open(dir.path(), &clock);
     let h = m.latency_handle("prod", "by_handle", &[]).expect("handle");
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for i in 0..2_000u64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let d = Duration::from_nanos(1_000 + x % 50_000_000);
+        let d = Duration::from_nanos(1_000 + rng.next_u64() % 50_000_000);
         let outcome = if i % 13 == 0 {
             Outcome::Error
         } else {

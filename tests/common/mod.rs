@@ -266,3 +266,22 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// xorshift64: deterministic pseudo-random numbers without a crate (the
+/// seed must not be 0).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next number in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
