@@ -238,6 +238,24 @@ fn an_unsettled_flush_is_settled_by_the_next_once_reads_come_back() {
     assert_eq!(totals(&m), (31, 75_000.0), "on disk once");
 }
 
+/// One read fails (a transient disk error) with nothing failing to write:
+/// redb then refuses every access until the file is reopened. The query
+/// that met the error reopens the store itself and answers, without
+/// waiting for a flush to notice.
+#[test]
+fn a_query_that_meets_a_read_error_reopens_the_store_and_answers() {
+    let (rig, m) = Rig::flushed_once();
+    // A cold page cache, so the query reads the file.
+    let m = rig.reopen(m);
+    let reopens = m.stats().store_reopens;
+    rig.budget.fail_next_reads(1);
+    assert_eq!(totals(&m), (10, 10_000.0), "answered after a reopen");
+    assert_eq!(m.stats().store_reopens, reopens + 1, "reopened once");
+    record(&m, 1, 5_000);
+    m.flush().expect("the store takes writes");
+    assert_eq!(totals(&m), (11, 15_000.0));
+}
+
 #[test]
 fn a_failed_commit_that_did_not_land_is_written_again() {
     let (rig, m) = Rig::flushed_once();

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
-/// The new space a [`LimitedBackend`] may still take, and the `fsync`s it
-/// is to fail; shared with the test that sets them.
+/// The new space a [`LimitedBackend`] may still take, and the `fsync`s and
+/// reads it is to fail; shared with the test that sets them.
 #[derive(Debug, Clone, Default)]
 pub struct DiskBudget(Arc<Faults>);
 
@@ -36,6 +36,8 @@ struct Faults {
     /// then on (until healed): a disk that stops answering mid-commit.
     reads_fail_after_sync: std::sync::atomic::AtomicBool,
     reads_failing: std::sync::atomic::AtomicBool,
+    /// Reads still to fail, one at a time (a disk with a transient error).
+    failing_reads: AtomicU64,
     /// End of the bytes written so far: what the file system holds for the
     /// file, across reopens (the file's length may include holes that a
     /// failed write's `set_len` left). `u64::MAX` until the first open.
@@ -49,6 +51,7 @@ impl Default for Faults {
             failing_syncs: AtomicU64::new(0),
             reads_fail_after_sync: std::sync::atomic::AtomicBool::new(false),
             reads_failing: std::sync::atomic::AtomicBool::new(false),
+            failing_reads: AtomicU64::new(0),
             written_end: AtomicU64::new(u64::MAX),
         }
     }
@@ -89,6 +92,13 @@ impl DiskBudget {
     /// Reads succeed again.
     pub fn heal_reads(&self) {
         self.0.reads_failing.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` reads fail with `EIO`, and the reads after them
+    /// succeed: a transient read error, after which redb refuses every
+    /// access until the file is reopened.
+    pub fn fail_next_reads(&self, n: u64) {
+        self.0.failing_reads.store(n, Ordering::SeqCst);
     }
 
     /// Spends `n` bytes, or fails (spending nothing) when fewer remain.
@@ -157,7 +167,14 @@ impl StorageBackend for LimitedBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        if self.budget.0.reads_failing.load(Ordering::SeqCst) {
+        let transient = || {
+            self.budget
+                .0
+                .failing_reads
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        if self.budget.0.reads_failing.load(Ordering::SeqCst) || transient() {
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
         self.inner.read(offset, out)
