@@ -248,6 +248,15 @@ fn a_newer_schema_is_refused_and_left_untouched() {
         .unwrap_err();
     assert_eq!(err.code(), "schema_too_new", "{err}");
     assert!(err.to_string().contains("99"), "{err}");
+    // The read-only opens (a compaction's dry run, an offline backup) say
+    // the same, not "too old".
+    let config = Config::with_data_dir(dir.path());
+    let err = scopemon::offline::compact(&config, true, T0, |_| {}).unwrap_err();
+    assert_eq!(err.code(), "schema_too_new", "{err}");
+    let copy = dir.path().join("copy.redb");
+    let err = scopemon::offline::backup(dir.path(), &copy, false).unwrap_err();
+    assert_eq!(err.code(), "schema_too_new", "{err}");
+    assert!(!copy.exists(), "no copy of a store this build cannot read");
     assert!(
         std::fs::read(&path).unwrap() == before,
         "the file was altered"

@@ -58,6 +58,9 @@ pub fn open_read_only(data_dir: &Path) -> Result<redb::ReadOnlyDatabase> {
         .open_read_only(&path)
         .map_err(|e| map_open_error(e, &path))?;
     let found = migrations::recorded_version(&db)?;
+    // Nothing is migrated here: a newer file is too new, any other version
+    // (an unwritten one included) too old.
+    refuse_schema(&path, found, false)?;
     if found != migrations::CURRENT {
         return Err(Error::SchemaTooOld {
             path,
@@ -267,7 +270,7 @@ fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
 /// A schema version `opts` may not open: newer than this build, or older
 /// while migrating is not allowed (a new, empty file, version 0, is always
 /// initialised).
-fn refuse_schema(path: &Path, found: u64, opts: &OpenOptions) -> Result<()> {
+fn refuse_schema(path: &Path, found: u64, migrate: bool) -> Result<()> {
     if found > migrations::CURRENT {
         return Err(Error::SchemaTooNew {
             path: path.to_path_buf(),
@@ -275,7 +278,7 @@ fn refuse_schema(path: &Path, found: u64, opts: &OpenOptions) -> Result<()> {
             supported: migrations::CURRENT,
         });
     }
-    if found < migrations::CURRENT && found > 0 && !opts.migrate {
+    if found < migrations::CURRENT && found > 0 && !migrate {
         return Err(Error::SchemaTooOld {
             path: path.to_path_buf(),
             found,
@@ -306,11 +309,11 @@ impl Store {
         if path.exists()
             && let Some(found) = Self::read_only_version(&path)?
         {
-            refuse_schema(&path, found, &opts)?;
+            refuse_schema(&path, found, opts.migrate)?;
         }
         let db = open_db(&path, &opts)?;
         let found = migrations::recorded_version(&db)?;
-        refuse_schema(&path, found, &opts)?;
+        refuse_schema(&path, found, opts.migrate)?;
         migrations::apply(&db, found)?;
         Ok(Store {
             db: RwLock::new(Some(db)),
