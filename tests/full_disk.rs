@@ -256,6 +256,25 @@ fn a_query_that_meets_a_read_error_reopens_the_store_and_answers() {
     assert_eq!(totals(&m), (11, 15_000.0));
 }
 
+/// Reads fail long enough that the query's reopen fails too: the store
+/// stays closed, waiting for a reopen, with no flush pending. Once reads
+/// are back, the next flush reopens it before writing, and succeeds at
+/// its first try.
+#[test]
+fn a_flush_reopens_a_store_a_failed_read_left_closed() {
+    let (rig, m) = Rig::flushed_once();
+    let m = rig.reopen(m);
+    record(&m, 1, 5_000);
+    rig.budget.fail_next_reads(1_000_000);
+    m.query(&spec()).expect_err("the file cannot be read");
+    assert!(m.stats().store_reopens == 0, "the reopen failed too");
+    rig.budget.fail_next_reads(0);
+    m.flush().expect("reopened, then written");
+    assert_eq!(totals(&m), (11, 15_000.0));
+    let m = rig.reopen(m);
+    assert_eq!(totals(&m), (11, 15_000.0), "on disk once");
+}
+
 #[test]
 fn a_failed_commit_that_did_not_land_is_written_again() {
     let (rig, m) = Rig::flushed_once();
