@@ -297,3 +297,81 @@ fn wide_minute_records_are_compressed_and_rollups_are_not() {
         assert_eq!((r.stats.count(), r.stats.sum), (s.count(), s.sum));
     }
 }
+
+/// Version-2 records byte for byte, worked out by hand from the layout in
+/// `codec/v2.rs` (the format files on disk are in): what the encoder
+/// writes, and what the decoder reads from those bytes.
+#[test]
+fn version_2_bytes_are_the_documented_layout() {
+    // Latency at 2 digits (an index is its value below 256): 5 once, 7
+    // three times, one error; a whole-minute span; integer scalars.
+    let mut a = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
+    a.record_scaled(5, 5.0, true);
+    for _ in 0..3 {
+        a.record_scaled(7, 7.0, false);
+    }
+    let a_bytes: &[u8] = &[
+        2,    // version
+        0x0f, // flags: SUM_INT | MIN_INT | MAX_INT | MINUTES, gaps form
+        4,    // first: minute 2, zigzag
+        2,    // last − first: 1 minute, zigzag
+        1,    // errors
+        52,   // sum 26, zigzag
+        10,   // min 5, zigzag
+        14,   // max 7, zigzag
+        3,    // configuration: 1 + latency (0) × 8 + 2 digits
+        10,   // index 5: gap 5 << 1, count 1
+        3, 1, // index 7: gap 1 << 1 | 1, then count − 2
+    ];
+    // Throughput at 3 digits (an index is its value below 2048): 10..=13
+    // five times each, so the runs form is the smaller; a span in ms;
+    // sum and max not integers.
+    let mut b = Stats::new_sparse(Kind::Throughput, Precision::new(3).unwrap());
+    for v in 10..=13u64 {
+        for _ in 0..5 {
+            b.record_scaled(v, v as f64, false);
+        }
+    }
+    (b.sum, b.min, b.max) = (1.5, 10.0, 13.25);
+    let b_bytes: &[u8] = &[
+        2,    // version
+        0x22, // flags: MIN_INT | RUNS
+        0x90, 0xb9, 0x07, // first: 61,000 ms, zigzag 122,000
+        0xe8, 0x07, // last − first: 500 ms, zigzag 1,000
+        0,    // errors
+        0, 0, 0, 0, 0, 0, 0xf8, 0x3f, // sum 1.5, f64 LE
+        20,   // min 10, zigzag
+        0, 0, 0, 0, 0, 0x80, 0x2a, 0x40, // max 13.25, f64 LE
+        12,   // configuration: 1 + throughput (1) × 8 + 3 digits
+        10,   // runs from index 10
+        10, 10, 10, 10, // counts 5, zigzag, at 10, 11, 12, 13
+    ];
+    let mut c = Codec::new();
+    let mut buf = Vec::new();
+    for (stats, first, last, bytes) in [
+        (&a, 120_000, 180_000, a_bytes),
+        (&b, 61_000, 61_500, b_bytes),
+    ] {
+        c.encode(stats, first, last, true, &mut buf).unwrap();
+        assert_eq!(buf, bytes);
+        let r = c.decode(bytes).unwrap();
+        assert_eq!((r.first, r.last), (first, last));
+        assert_eq!(r.stats.hist, stats.hist);
+        assert_eq!(r.stats.count(), stats.count());
+        assert_eq!(r.stats.errors, stats.errors);
+        assert_eq!(
+            [r.stats.sum, r.stats.min, r.stats.max].map(f64::to_bits),
+            [stats.sum, stats.min, stats.max].map(f64::to_bits)
+        );
+    }
+    // As a group member (`codec/group.rs`), a record's start becomes
+    // relative to its minute, in the record's own unit.
+    let mut member = Vec::new();
+    c.as_member(a_bytes, 120_000, &mut member);
+    let mut relative = a_bytes.to_vec();
+    relative[2] = 0; // minute 0
+    assert_eq!(member, relative);
+    c.as_member(b_bytes, 60_000, &mut member);
+    let relative = [&b_bytes[..2], &[0xd0, 0x0f], &b_bytes[5..]].concat(); // 1,000 ms
+    assert_eq!(member, relative);
+}
