@@ -375,3 +375,26 @@ fn version_2_bytes_are_the_documented_layout() {
     let relative = [&b_bytes[..2], &[0xd0, 0x0f], &b_bytes[5..]].concat(); // 1,000 ms
     assert_eq!(member, relative);
 }
+
+/// Records whose samples all fall in one histogram index stage and settle
+/// like any other (one touched index is not an empty stage).
+#[test]
+fn staging_records_of_one_index_keeps_every_count() {
+    let mut c = Codec::new();
+    let mut s = Stats::new_sparse(Kind::Latency, Precision::DEFAULT);
+    for _ in 0..3 {
+        s.record_scaled(1_000, 1_000.0, false);
+    }
+    let mut buf = Vec::new();
+    c.encode(&s, 0, 0, true, &mut buf).unwrap();
+    let mut into = Stats::new(Kind::Latency, Precision::DEFAULT);
+    c.stage_into(&buf, &mut into).unwrap();
+    c.stage_into(&buf, &mut into).unwrap();
+    c.settle(&mut into).unwrap();
+    let mut expected = Stats::new(Kind::Latency, Precision::DEFAULT);
+    for _ in 0..6 {
+        expected.record_scaled(1_000, 1_000.0, false);
+    }
+    assert_eq!(into.count(), 6);
+    assert_eq!(into.hist, expected.hist);
+}
