@@ -115,6 +115,11 @@ fn crate_deflate_record(b: &Stats) -> Vec<u8> {
     hdrhistogram::serialization::V2DeflateSerializer::new()
         .serialize(&*b.to_dense(), &mut z)
         .unwrap();
+    v1_record(b, &z)
+}
+
+/// A version-1 record of `b`'s scalars with `hist` as its histogram bytes.
+fn v1_record(b: &Stats, hist: &[u8]) -> Vec<u8> {
     let mut rec = vec![BUCKET_V1];
     let body = BucketBodyV1 {
         first: 0,
@@ -123,7 +128,7 @@ fn crate_deflate_record(b: &Stats) -> Vec<u8> {
         min: b.min,
         max: b.max,
         errors: b.errors,
-        hist: &z,
+        hist,
     };
     bincode::serde::encode_into_std_write(&body, &mut rec, bincode::config::standard()).unwrap();
     rec
@@ -397,4 +402,96 @@ fn staging_records_of_one_index_keeps_every_count() {
     }
     assert_eq!(into.count(), 6);
     assert_eq!(into.hist, expected.hist);
+}
+
+/// A legacy (version-1) histogram that claims more than it holds is
+/// refused by name before anything allocates what it claims: a plain V2
+/// payload longer than the bytes, a zstd frame or a deflate stream of more
+/// than 16 MiB, a zero run of `i64::MIN` (which the crate's decoder would
+/// negate), a deflate stream cut short. The message says which, on every
+/// read path.
+#[test]
+fn legacy_histograms_that_claim_too_much_are_refused_by_name() {
+    let mut s = Stats::new(Kind::Latency, Precision::DEFAULT);
+    for v in [5u64, 7, 7, 900] {
+        s.record_scaled(v, v as f64, false);
+    }
+    let mut plain = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(&*s.to_dense(), &mut plain)
+        .unwrap();
+    let header = |payload_len: u32, payload: &[u8]| {
+        let mut h = plain[..40].to_vec();
+        h[4..8].copy_from_slice(&payload_len.to_be_bytes());
+        h.extend_from_slice(payload);
+        h
+    };
+    let zstd = |claimed: u32| {
+        let mut h = 0x5c0d_5a01u32.to_be_bytes().to_vec();
+        h.extend_from_slice(&claimed.to_be_bytes());
+        h.extend_from_slice(b"not a zstd frame");
+        h
+    };
+    let mut deflated = Vec::new();
+    let mut wide = Stats::new(Kind::Latency, Precision::DEFAULT);
+    for v in 1..=5_000u64 {
+        wide.record_scaled(v * 3, v as f64, false);
+    }
+    hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(&*wide.to_dense(), &mut deflated)
+        .unwrap();
+    let cut = (deflated.len() - 8) / 2;
+    deflated.truncate(8 + cut);
+    deflated[4..8].copy_from_slice(&(cut as u32).to_be_bytes());
+    // 20 MiB of zeros in a few KiB: a deflate bomb.
+    let bomb = {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; 20 << 20]).unwrap();
+        let z = z.finish().unwrap();
+        let mut h = 0x1c84_9314u32.to_be_bytes().to_vec();
+        h.extend_from_slice(&(z.len() as u32).to_be_bytes());
+        h.extend_from_slice(&z);
+        h
+    };
+    let payload = &plain[40..];
+    let cases: [(Vec<u8>, &str); 6] = [
+        (header(payload.len() as u32 + 1_000, payload), "truncated"),
+        (zstd((16 << 20) + 1), "absurd size"),
+        (zstd(16 << 20), "bad compressed histogram"),
+        // zigzag(i64::MIN) = u64::MAX: 8 bytes of 7 bits, a 9th of 8
+        (header(9, &[0xff; 9]), "zero run out of range"),
+        (deflated, "ends early"),
+        (bomb, "inflates to an absurd size"),
+    ];
+    let mut c = Codec::new();
+    for (hist, says) in cases {
+        let rec = v1_record(&s, &hist);
+        let other = Precision::new(3).unwrap();
+        let errors = [
+            c.decode(&rec).err(),
+            c.decode_into(&rec, &mut Stats::new(Kind::Latency, other))
+                .err(),
+            c.stage_into(&rec, &mut Stats::new(Kind::Latency, other))
+                .err(),
+        ];
+        for e in errors {
+            let e = e.unwrap_or_else(|| panic!("read as a record ({says})"));
+            assert!(e.to_string().contains(says), "{e} (wanted {says})");
+        }
+    }
+}
+
+/// A legacy V2+deflate histogram that inflates to far more than 4 times
+/// its compressed size (long runs of equal counts) reads whole.
+#[test]
+fn legacy_histograms_that_inflate_far_read_whole() {
+    let mut s = Stats::new(Kind::Latency, Precision::DEFAULT);
+    for v in 1..=20_000u64 {
+        s.record_scaled(v, v as f64, false);
+    }
+    let rec = crate_deflate_record(&s);
+    assert!(rec.len() * 4 + 64 < 20_000, "{} bytes", rec.len());
+    let mut c = Codec::new();
+    assert_eq!(c.decode(&rec).unwrap().stats.hist, s.hist);
 }

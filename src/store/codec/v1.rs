@@ -18,7 +18,7 @@
 //! Invariants: bytes reach the crate's deserializer only once checked to
 //! be plain V2 with the whole payload its header claims (the crate
 //! allocates that length first) and no zero run of `i64::MIN` (which it
-//! negates); a compressed histogram may claim at most 16 MiB. Damaged
+//! negates); a compressed histogram may claim (or inflate to) at most 16 MiB. Damaged
 //! bytes are an error, never a panic or an unbounded allocation.
 
 use hdrhistogram::Histogram;
@@ -187,7 +187,7 @@ impl Unpacker {
                     .map(u32::from_be_bytes)
                     .ok_or_else(|| corrupt("compressed histogram is truncated"))?
                     as usize;
-                if len > 16 << 20 {
+                if len > MAX_PLAIN {
                     return Err(corrupt("compressed histogram claims an absurd size"));
                 }
                 self.unzstd(&hist[8..], len)
@@ -229,13 +229,23 @@ fn inflate_v2(
     out.reserve(len * 4 + 64);
     loop {
         let before = inflater.total_in() as usize;
+        // Streaming (not `Finish`): with `Finish`, a first call that runs
+        // out of output space leaves miniz unable to go on.
         match inflater.decompress_vec(
             &stream[before.min(stream.len())..],
             out,
-            flate2::FlushDecompress::Finish,
+            flate2::FlushDecompress::None,
         ) {
             Ok(flate2::Status::StreamEnd) => return Some(Ok(())),
-            Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity().max(256)),
+            Ok(_) if out.len() == out.capacity() => {
+                if out.len() >= MAX_PLAIN {
+                    return Some(Err(corrupt(
+                        "compressed histogram inflates to an absurd size",
+                    )));
+                }
+                out.reserve(out.capacity().max(256));
+            }
+            // Output space left, so every byte of input was taken.
             Ok(_) => return Some(Err(corrupt("compressed histogram ends early"))),
             Err(e) => return Some(Err(corrupt(format!("bad compressed histogram: {e}")))),
         }
@@ -243,6 +253,10 @@ fn inflate_v2(
 }
 /// Bytes of the V2 header before the counts payload.
 const V2_HEADER: usize = 40;
+
+/// Most bytes a compressed histogram may inflate to (a plain V2 histogram
+/// of the widest layout is ~200 KiB).
+const MAX_PLAIN: usize = 16 << 20;
 
 /// Reads hdrhistogram's LEB128 variant: up to 8 bytes of 7 bits, then a
 /// 9th byte of 8 bits. Returns (value, bytes read).
