@@ -287,6 +287,36 @@ fn a_late_sample_for_a_grouped_hour_counts_once_and_is_merged_by_the_next_compac
     assert_eq!(answers(&m, &oracle, base), with_late);
 }
 
+/// With a batch of one record, grouping takes one write transaction per
+/// sealed (series, hour) (an hour is never split), counts them, and times
+/// each inside the whole compaction; answers do not change.
+#[test]
+fn grouping_in_small_batches_takes_a_transaction_per_hour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_clock, m, oracle, base) = setup(dir.path());
+    let before = answers(&m, &oracle, base);
+    let report = m
+        .compact(CompactOptions {
+            batch: 1,
+            ..CompactOptions::default()
+        })
+        .expect("compact");
+    let hours = 3 * HOSTS;
+    assert_eq!(report.grouped_hours, hours as u64, "{report:?}");
+    assert_eq!(
+        report.grouped_minutes,
+        records(&oracle, base, base + 3 * HOUR_MS),
+        "{report:?}"
+    );
+    // One per hour, after one per resolution for deleting (nothing here).
+    assert_eq!(report.transactions, hours + 3, "{report:?}");
+    assert!(
+        report.longest_txn_ms > 0.0 && report.longest_txn_ms <= report.duration_ms,
+        "{report:?}"
+    );
+    assert_eq!(answers(&m, &oracle, base), before);
+}
+
 #[test]
 fn minute_retention_cuts_a_group_at_its_horizon_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
