@@ -138,20 +138,21 @@ fn v1_record(b: &Stats, hist: &[u8]) -> Vec<u8> {
 /// into a sparse one.
 fn assert_other_targets_read(c: &mut Codec, buf: &[u8], b: &Stats, kind: Kind, digits: u8) {
     let p = Precision::new(digits).unwrap();
-    // other precisions go the crate's way
-    let mut other = Stats::new(
-        kind,
-        Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
-    );
+    // other precisions go the crate's way: each value where the crate puts
+    // it, not only as many
+    let op = Precision::new(if digits == 3 { 2 } else { 3 }).unwrap();
+    let mut want = Stats::new(kind, op);
+    want.merge(b).unwrap();
+    let mut other = Stats::new(kind, op);
     c.decode_into(buf, &mut other).unwrap();
-    assert_eq!(other.count(), b.count());
-    let mut other = Stats::new(
-        kind,
-        Precision::new(if digits == 3 { 2 } else { 3 }).unwrap(),
-    );
+    assert_eq!(other.hist, want.hist, "{kind:?} {digits} into {op:?}");
+    let mut other = Stats::new(kind, op);
     c.stage_into(buf, &mut other).unwrap();
     c.settle(&mut other).unwrap();
-    assert_eq!(other.count(), b.count());
+    assert_eq!(
+        other.hist, want.hist,
+        "{kind:?} {digits} staged into {op:?}"
+    );
     // a sparse target (a flush merging an earlier delta)
     let mut hot = Stats::new_sparse(kind, p);
     hot.record_scaled(1, 1.0, false);
