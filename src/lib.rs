@@ -97,7 +97,7 @@ pub mod internals {
     pub use crate::retention::{RetentionPolicy, compact, count_expired};
     pub use crate::stats::Stats;
     pub use crate::store::codec::{
-        Codec, decode_series, encode_group, encode_series, group_members,
+        Codec, GROUP_TARGET_BYTES, decode_series, encode_group, encode_series, group_members,
     };
     pub use crate::store::migrations::{self, CURRENT, SCHEMA_VERSION_KEY};
     pub use crate::store::tables;

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use redb::{ReadableTable, ReadableTableMetadata};
-use scopemon::internals::{group_members, tables};
+use scopemon::internals::{GROUP_TARGET_BYTES, group_members, tables};
 use scopemon::{
     Clock, CompactOptions, Config, Kind, ManualClock, Monitor, Outcome, QuerySpec, Resolution,
     Sample, Tags, Window,
@@ -184,6 +184,49 @@ fn census(m: &Monitor) -> (u64, u64, u64) {
     (n_loose, n_groups, grouped)
 }
 
+/// Checks how compaction packed the groups: within each (series, hour),
+/// a run holds members while their bytes (each counted with 2 bytes of
+/// framing) stay within [`GROUP_TARGET_BYTES`], and takes the next member
+/// unless it would overflow; a member larger than the target runs alone.
+/// Returns the members that ran alone for being too large.
+fn assert_runs_packed(m: &Monitor) -> usize {
+    let txn = m.store().begin_read().expect("read");
+    let groups = txn.open_table(tables::MINUTE_GROUPS).expect("groups");
+    // (sid, hour) -> each run's member sizes, in key order
+    let mut runs: BTreeMap<(u64, i64), Vec<Vec<usize>>> = BTreeMap::new();
+    for e in groups.iter().expect("iter") {
+        let (k, v) = e.expect("entry");
+        let (sid, key) = k.value();
+        let sizes = group_members(key, v.value())
+            .expect("group")
+            .iter()
+            .map(|(_, bytes)| bytes.len() + 2)
+            .collect();
+        runs.entry((sid, key - key.rem_euclid(HOUR_MS)))
+            .or_default()
+            .push(sizes);
+    }
+    let mut alone = 0;
+    for ((sid, hour), hour_runs) in &runs {
+        for (i, run) in hour_runs.iter().enumerate() {
+            let bytes: usize = run.iter().sum();
+            if run.len() == 1 && bytes > GROUP_TARGET_BYTES {
+                alone += 1;
+            } else {
+                assert!(bytes <= GROUP_TARGET_BYTES, "{sid} {hour}: run {i} {run:?}");
+            }
+            if let Some(next) = hour_runs.get(i + 1) {
+                assert!(
+                    bytes + next[0] > GROUP_TARGET_BYTES,
+                    "{sid} {hour}: run {i} {run:?} had room for {}",
+                    next[0]
+                );
+            }
+        }
+    }
+    alone
+}
+
 /// Minutes of the oracle in [a, b) (records the store should hold).
 fn records(oracle: &Oracle, a: i64, b: i64) -> u64 {
     oracle.0.keys().filter(|(_, m)| (a..b).contains(m)).count() as u64
@@ -228,6 +271,7 @@ fn compaction_groups_sealed_hours_and_changes_no_answer() {
         "{groups} groups"
     );
     assert_eq!(answers(&m, &oracle, base), before);
+    assert_eq!(assert_runs_packed(&m), 0, "no member is that large");
 
     // A second compaction finds nothing more to group.
     let again = m.compact(CompactOptions::default()).expect("compact");
@@ -315,6 +359,55 @@ fn grouping_in_small_batches_takes_a_transaction_per_hour() {
         "{report:?}"
     );
     assert_eq!(answers(&m, &oracle, base), before);
+}
+
+/// Minutes whose records are larger than a run's target (hundreds of
+/// distinct latencies each) run alone between packed runs of small ones;
+/// every sample still counts once.
+#[test]
+fn a_minute_record_larger_than_a_run_runs_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = Resolution::Hour.align(T0) + 5 * HOUR_MS;
+    let clock = ManualClock::new(base);
+    let m = common::open_with(config(dir.path()), &clock);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let tags = [("host", "h0")];
+    let mut total = 0;
+    for minute in 0..60 {
+        let t = base + minute * MINUTE_MS;
+        clock.set(t + 59_000);
+        // Every tenth minute is wide, the rest hold a few samples.
+        let n = if minute % 10 == 3 {
+            3_000
+        } else {
+            1 + rng.next_u64() % 20
+        };
+        let samples: Vec<Sample> = (0..n)
+            .map(|i| Sample {
+                namespace: "ns",
+                metric: "api",
+                kind: Kind::Latency,
+                // log-uniform over the latency range: many indexes
+                value: (50 + ((rng.next_u64() % 3_000_000_000) >> (rng.next_u64() % 30))) as f64,
+                tags: &tags,
+                outcome: Outcome::Ok,
+                timestamp_ms: Some(t + (i % 59_000) as i64),
+            })
+            .collect();
+        let (ok, rejected) = m.record_batch(samples);
+        assert!(rejected.is_empty(), "{:?}", rejected.first());
+        total += ok as u64;
+    }
+    clock.set(base + HOUR_MS + 30_000);
+    m.flush().expect("flush");
+    m.rollup().expect("rollup");
+    let report = m.compact(CompactOptions::default()).expect("compact");
+    assert_eq!(report.grouped_minutes, 60, "{report:?}");
+    assert_eq!(assert_runs_packed(&m), 6, "the six wide minutes");
+    let r = m
+        .query(&spec(Some(0), Window::Range, base, base + HOUR_MS))
+        .expect("query");
+    assert_eq!(r.points.iter().map(|p| p.count).sum::<u64>(), total);
 }
 
 #[test]
