@@ -228,6 +228,9 @@ fn version_2_keeps_every_scalar_bit_exact_and_is_small() {
         (0.1 + 0.2, 1e-300, f64::MAX, -7, 13),
         (-0.0, 0.0, 5.0, i64::MIN / 2, i64::MAX / 2),
         (0.0, f64::INFINITY, f64::NEG_INFINITY, 0, 0),
+        // one end on a minute, the other not: kept in ms
+        (1.0, 1.0, 1.0, 120_000, 150_001),
+        (1.0, 1.0, 1.0, 90_001, 120_000),
     ] {
         let mut t = s.clone();
         (t.sum, t.min, t.max) = (sum, min, max);
