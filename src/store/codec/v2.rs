@@ -436,6 +436,93 @@ mod tests {
         }
     }
 
+    /// `put_counts` writes exactly the smaller of the two forms (gaps on a
+    /// tie), each written here straight from the layout in the module doc.
+    #[test]
+    fn the_smaller_form_is_written_byte_for_byte() {
+        let gaps_form = |pairs: &[(u32, u64)]| {
+            let (mut out, mut next) = (Vec::new(), 0);
+            for &(index, count) in pairs {
+                put(
+                    &mut out,
+                    u64::from(index - next) << 1 | u64::from(count > 1),
+                );
+                if count > 1 {
+                    put(&mut out, count - 2);
+                }
+                next = index + 1;
+            }
+            out
+        };
+        let runs_form = |pairs: &[(u32, u64)]| {
+            let mut out = Vec::new();
+            let mut at = pairs.first().map_or(0, |p| p.0);
+            put(&mut out, u64::from(at));
+            for &(index, count) in pairs {
+                if index > at {
+                    put(&mut out, zigzag(-i64::from(index - at)));
+                }
+                put(&mut out, zigzag(count as i64));
+                at = index + 1;
+            }
+            out
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut chose = [0; 2];
+        for case in 0..2_000 {
+            // gaps from none to a few hundred, counts from 1 to ~100,000
+            let (max_gap, max_count) = (
+                [1, 3, 70, 300][case % 4],
+                [1, 3, 200, 100_000][case / 4 % 4],
+            );
+            let mut pairs = Vec::new();
+            let mut index = (next() % 200) as u32;
+            for _ in 0..1 + next() % 40 {
+                pairs.push((index, 1 + next() % max_count));
+                index += 1 + (next() % max_gap) as u32;
+            }
+            let (g, r) = (gaps_form(&pairs), runs_form(&pairs));
+            let mut out = Vec::new();
+            let runs = put_counts(&mut out, &pairs) == F_RUNS;
+            assert_eq!(runs, r.len() < g.len(), "{pairs:?}");
+            assert_eq!(out, if runs { r } else { g }, "{pairs:?}");
+            chose[usize::from(runs)] += 1;
+        }
+        assert!(chose[0] > 100 && chose[1] > 100, "{chose:?}");
+    }
+
+    /// A compressed counts section may claim at most 20 bytes per index of
+    /// its layout, plus 16: one byte more is refused as absurd before
+    /// anything is allocated; the bound itself goes on to the decompressor.
+    #[test]
+    fn a_compressed_section_claiming_too_much_is_refused() {
+        let l = Layout::new(1, Kind::Latency.max_scaled(), 2).unwrap();
+        let bound = 20 * l.len() as u64 + 16;
+        for (claim, absurd) in [(bound, false), (bound + 1, true)] {
+            // flags ZSTD | the three INT bits, zero span, scalars and errors,
+            // latency at 2 digits, then the claimed plain length
+            let mut rec = vec![VERSION, (F_ZSTD | 7) as u8, 0, 0, 0, 0, 0, 0, 3];
+            put(&mut rec, claim);
+            rec.extend_from_slice(b"not a zstd frame");
+            match parse(&rec) {
+                Ok(r) => {
+                    assert!(!absurd, "{claim} accepted");
+                    assert_eq!(r.plain_len, Some(claim as usize));
+                }
+                Err(e) => {
+                    assert!(absurd, "{claim}: {e}");
+                    assert!(e.to_string().contains("absurd"), "{e}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn integer_scalars_are_bit_exact() {
         assert_eq!(as_int(3.0), Some(3));
