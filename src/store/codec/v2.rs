@@ -523,6 +523,16 @@ mod tests {
         }
     }
 
+    /// A runs section holds no zero count (an empty index is a skip): a
+    /// zero is damage, refused rather than read as nothing.
+    #[test]
+    fn a_zero_count_in_a_run_is_refused() {
+        let l = Layout::new(1, Kind::Latency.max_scaled(), 2).unwrap();
+        // from index 10: count 1, then a zero
+        let e = walk(&[10, 2, 0], true, &l, |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("empty count"), "{e}");
+    }
+
     #[test]
     fn integer_scalars_are_bit_exact() {
         assert_eq!(as_int(3.0), Some(3));
