@@ -35,15 +35,20 @@ fn buckets_round_trip_plain_and_compressed() {
     }
 }
 
-#[test]
-fn merging_in_place_equals_the_crates_decoder() {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
+/// A xorshift generator from `state` (not 0): the codec tests' random
+/// inputs, the same on every run.
+pub(super) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+#[test]
+fn merging_in_place_equals_the_crates_decoder() {
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let mut c = Codec::new();
     // records of both versions, of a dense and of a sparse histogram
     for (v1, sparse) in [(true, false), (false, false), (false, true)] {

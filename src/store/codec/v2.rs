@@ -467,13 +467,7 @@ mod tests {
             }
             out
         };
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = super::super::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut chose = [0; 2];
         for case in 0..2_000 {
             // gaps from none to a few hundred, counts from 1 to ~100,000
