@@ -459,3 +459,29 @@ fn minute_retention_cuts_a_group_at_its_horizon_exactly() {
         oracle.count(None, base, base + 3 * HOUR_MS)
     );
 }
+
+/// Expiring whole groups in batches of one takes a write transaction per
+/// group (the batch bounds a transaction however many groups a series
+/// has), and removes exactly the expired minutes.
+#[test]
+fn expiring_groups_in_small_batches_takes_a_transaction_per_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, m, oracle, base) = setup(dir.path());
+    m.compact(CompactOptions::default()).expect("compact");
+    let (_, groups_before, _) = census(&m);
+    // Minute retention is 6 h: at base + 8 h the first two hours expire,
+    // on an hour edge, so only whole groups go.
+    clock.set(base + 8 * HOUR_MS);
+    let report = m
+        .compact(CompactOptions {
+            batch: 1,
+            ..CompactOptions::default()
+        })
+        .expect("compact");
+    let (_, groups_after, _) = census(&m);
+    let expired_groups = (groups_before - groups_after) as usize;
+    assert!(expired_groups > 2 * HOSTS, "{expired_groups} groups");
+    let removed = report.removed["ns"]["minute"];
+    assert_eq!(removed, records(&oracle, base, base + 2 * HOUR_MS));
+    assert!(report.transactions > expired_groups, "{report:?}");
+}
