@@ -267,9 +267,9 @@ fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
     }
 }
 
-/// A schema version `opts` may not open: newer than this build, or older
-/// while migrating is not allowed (a new, empty file, version 0, is always
-/// initialised).
+/// A schema version that may not be opened: newer than this build, or
+/// older unless `migrate` (version 0, a new empty file, passes: a writable
+/// open initialises it, a read-only one refuses it after this).
 fn refuse_schema(path: &Path, found: u64, migrate: bool) -> Result<()> {
     if found > migrations::CURRENT {
         return Err(Error::SchemaTooNew {

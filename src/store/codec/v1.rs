@@ -18,8 +18,9 @@
 //! Invariants: bytes reach the crate's deserializer only once checked to
 //! be plain V2 with the whole payload its header claims (the crate
 //! allocates that length first) and no zero run of `i64::MIN` (which it
-//! negates); a compressed histogram may claim (or inflate to) at most 16 MiB. Damaged
-//! bytes are an error, never a panic or an unbounded allocation.
+//! negates); a compressed histogram may claim (or inflate to) at most
+//! 16 MiB. Damaged bytes are an error, never a panic or an unbounded
+//! allocation.
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer};
