@@ -263,9 +263,10 @@ fn a_newer_schema_is_refused_and_left_untouched() {
     );
 }
 
-/// A file one schema version behind: every offline operation but
-/// `migrate` refuses it as `schema_too_old` and leaves it byte for byte;
-/// `migrate` brings it to the current version with its data.
+/// A file one schema version behind: an offline operation that may not
+/// migrate (here `retention show`) refuses it as `schema_too_old` and
+/// leaves it byte for byte; `migrate` brings it to the current version
+/// with its data.
 #[test]
 fn an_older_schema_is_refused_until_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +300,30 @@ fn an_older_schema_is_refused_until_migrated() {
     assert!(scopemon::offline::retention_show(&config, None).is_ok());
     let m = open(dir.path(), &clock);
     assert_eq!(total(&m, T0 - HOUR_MS, T0 + HOUR_MS).0, 1);
+}
+
+/// Opening a store as the engine does (`scopemon serve`, and `query`,
+/// `summary` and `baseline` through `offline::open`) applies the pending
+/// migrations, as the SPEC promises, and records the current version.
+#[test]
+fn opening_an_older_store_migrates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let m = open(dir.path(), &clock);
+    m.record_latency("prod", "db.query", Duration::from_micros(300), &[])
+        .unwrap();
+    m.close().unwrap();
+    drop(m);
+    let current = scopemon::offline::migration_plan(dir.path())
+        .unwrap()
+        .target;
+    record_schema_version(&dir.path().join(scopemon::DB_FILE), current - 1);
+    let m = scopemon::offline::open(Config::with_data_dir(dir.path())).unwrap();
+    assert_eq!(total(&m, T0 - HOUR_MS, T0 + HOUR_MS).0, 1);
+    m.close().unwrap();
+    drop(m);
+    let plan = scopemon::offline::migration_plan(dir.path()).unwrap();
+    assert_eq!((plan.found, plan.pending.len()), (current, 0), "{plan:?}");
 }
 
 /// The background tasks wait for clock time: with a manual clock nothing
