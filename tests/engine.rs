@@ -234,6 +234,19 @@ fn record_schema_version(path: &std::path::Path, version: u64) {
     txn.commit().unwrap();
 }
 
+/// A closed store in `dir` holding one `db.query` latency at T0, its
+/// recorded schema one version behind this build's; returns this build's.
+fn store_one_version_behind(dir: &std::path::Path, clock: &ManualClock) -> u64 {
+    let m = open(dir, clock);
+    m.record_latency("prod", "db.query", Duration::from_micros(300), &[])
+        .unwrap();
+    m.close().unwrap();
+    drop(m);
+    let current = scopemon::offline::migration_plan(dir).unwrap().target;
+    record_schema_version(&dir.join(scopemon::DB_FILE), current - 1);
+    current
+}
+
 #[test]
 fn a_newer_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,16 +284,8 @@ fn a_newer_schema_is_refused_and_left_untouched() {
 fn an_older_schema_is_refused_until_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let m = open(dir.path(), &clock);
-    m.record_latency("prod", "db.query", Duration::from_micros(300), &[])
-        .unwrap();
-    m.close().unwrap();
-    drop(m);
+    let current = store_one_version_behind(dir.path(), &clock);
     let path = dir.path().join(scopemon::DB_FILE);
-    let current = scopemon::offline::migration_plan(dir.path())
-        .unwrap()
-        .target;
-    record_schema_version(&path, current - 1);
     let before = std::fs::read(&path).unwrap();
     let config = Config::with_data_dir(dir.path());
     let err = scopemon::offline::retention_show(&config, None).unwrap_err();
@@ -309,15 +314,7 @@ fn an_older_schema_is_refused_until_migrated() {
 fn opening_an_older_store_migrates_it() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let m = open(dir.path(), &clock);
-    m.record_latency("prod", "db.query", Duration::from_micros(300), &[])
-        .unwrap();
-    m.close().unwrap();
-    drop(m);
-    let current = scopemon::offline::migration_plan(dir.path())
-        .unwrap()
-        .target;
-    record_schema_version(&dir.path().join(scopemon::DB_FILE), current - 1);
+    let current = store_one_version_behind(dir.path(), &clock);
     let m = scopemon::offline::open(Config::with_data_dir(dir.path())).unwrap();
     assert_eq!(total(&m, T0 - HOUR_MS, T0 + HOUR_MS).0, 1);
     m.close().unwrap();
